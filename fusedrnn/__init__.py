@@ -1,0 +1,16 @@
+"""fusedrnn: fused GPU kernels for the Elman RNN, LSTM and GRU, drop-in for ``torch.nn``.
+
+>>> import fusedrnn
+>>> lstm = fusedrnn.LSTM(32, 64, num_layers=2, backend="auto")
+
+See README.md for the backends and DESIGN.md for the architecture.
+"""
+
+from . import functional
+from . import layer_op as _layer_op  # noqa: F401  (registers torch.ops.fusedrnn.*)
+from .backend_registry import NAMES as BACKENDS
+from .modules import GRU, LSTM, RNN, convert
+
+__version__ = "0.1.0"
+
+__all__ = ["BACKENDS", "GRU", "LSTM", "RNN", "convert", "functional", "__version__"]

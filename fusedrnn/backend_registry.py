@@ -1,0 +1,45 @@
+"""Backend names and selection.
+
+Every backend implements the one-layer contract (see :mod:`fusedrnn.layer_op`):
+
+* ``unsupported_reason(cfg, x) -> str | None``: why it cannot run this layer, or None;
+* ``forward(cfg, x, lengths, h0, c0, weights) -> (y, h_n, c_n, workspace)``;
+* ``backward(cfg, x, lengths, h0, c0, weights, y, workspace, dy, dh_n, dc_n)
+  -> (dx, dh0, dc0, dweights)``;
+* ``workspace_shape(cfg, x, hidden_size)``: shape of what forward saves for backward.
+"""
+
+from .backend_reference import ReferenceBackend
+from .backend_torch import TorchBackend
+
+AVAILABLE = {b.name: b for b in (ReferenceBackend(), TorchBackend())}
+# Names DESIGN.md reserves for kernel families that this build does not ship yet.
+PLANNED = ("triton-step", "triton-persistent", "cupy-persistent", "cupy-step")
+NAMES = ("auto",) + tuple(AVAILABLE)
+
+
+def check_name(name):
+    """Raise ``ValueError`` unless ``name`` is a backend this build can run."""
+    if name in NAMES:
+        return
+    if name in PLANNED:
+        raise ValueError(f"backend {name!r} is not available in this build of fusedrnn; "
+                         f"choose from {', '.join(repr(n) for n in NAMES)}")
+    raise ValueError(f"unknown backend {name!r}; choose from {', '.join(repr(n) for n in NAMES)}")
+
+
+def resolve(name, cfg, x):
+    """The backend object that runs ``cfg`` on ``x`` for the requested ``name``.
+
+    ``"auto"`` picks the fastest backend that supports the layer on ``x``'s device; with no
+    fused GPU backend in this build that is ``"torch"`` everywhere. An explicitly named backend
+    that cannot run the layer raises ``ValueError`` with its reason.
+    """
+    check_name(name)
+    if name == "auto":
+        return AVAILABLE["torch"]
+    backend = AVAILABLE[name]
+    reason = backend.unsupported_reason(cfg, x)
+    if reason is not None:
+        raise ValueError(f"backend {name!r} cannot run this layer: {reason}")
+    return backend

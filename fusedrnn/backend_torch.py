@@ -1,0 +1,69 @@
+"""Backend ``"torch"``: torch's own recurrent implementation (``_VF.lstm`` and friends).
+
+Runs on any device and is the CPU default. In eager mode :func:`run` is called directly and
+torch's autograd differentiates it. Under ``torch.compile`` the layer goes through the
+``fusedrnn::layer_forward`` custom op instead (inductor cannot compile ``_VF.lstm`` on CPU), and
+there the backward re-runs the forward under ``torch.func.vjp``, since nothing of torch's
+autograd graph can cross the op boundary.
+"""
+
+import warnings
+
+import torch
+from torch import _VF
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+_VF_FN = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
+
+
+def run(cfg, x, lengths, h0, c0, weights):
+    """One layer, both directions; differentiable. Returns ``(y, h_n, c_n or None)``.
+
+    ``lengths`` (CPU int64, non-increasing) turns the padded input into torch's packed form so
+    the reverse direction starts at each sequence's own end.
+    """
+    fn = _VF_FN[cfg.mode]
+    hx = (h0, c0) if cfg.has_cell_state else h0
+    # `train` only matters to cuDNN, whose backward needs the training-mode reserve space;
+    # dropout between layers is applied by the caller, so _VF's own dropout stays 0.
+    flags = (cfg.has_bias, 1, 0.0, torch.is_grad_enabled(), cfg.bidirectional)
+    if lengths is None:
+        out = fn(x, hx, weights, *flags, False)
+        y = out[0]
+    else:
+        packed = pack_padded_sequence(x, lengths, enforce_sorted=True)
+        out = fn(packed.data, packed.batch_sizes, hx, weights, *flags)
+        y, _ = pad_packed_sequence(PackedSequence(out[0], packed.batch_sizes), total_length=x.shape[0])
+    c_n = out[2] if cfg.has_cell_state else None
+    return y, out[1], c_n
+
+
+class TorchBackend:
+    name = "torch"
+
+    def unsupported_reason(self, cfg, x):
+        return None
+
+    def workspace_shape(self, cfg, x, hidden_size):
+        return (0,)
+
+    def forward(self, cfg, x, lengths, h0, c0, weights):
+        with torch.no_grad():
+            y, h_n, c_n = run(cfg, x, lengths, h0, c0, weights)
+        return y, h_n, (c_n if c_n is not None else x.new_empty(0)), x.new_empty(0)
+
+    def backward(self, cfg, x, lengths, h0, c0, weights, y, workspace, dy, dh_n, dc_n):
+        # torch.func.vjp rather than torch.autograd.grad: inside a custom op's kernel the
+        # autograd dispatch keys are excluded, but functorch's transform still records.
+        def layer(x, h0, c0, weights):
+            y, h_n, c_n = run(cfg, x, lengths, h0, c0, weights)
+            return (y, h_n, c_n) if cfg.has_cell_state else (y, h_n)
+
+        # oneDNN's CPU RNN keeps a byte workspace that functorch cannot wrap
+        # ("expected scalar type Byte"); torch's composite CPU path differentiates fine.
+        with warnings.catch_warnings(), torch.backends.mkldnn.flags(enabled=False):
+            warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+            outs, vjp = torch.func.vjp(layer, x, h0, c0, list(weights))
+        cotangents = (dy, dh_n, dc_n) if cfg.has_cell_state else (dy, dh_n)
+        dx, dh0, dc0, dweights = vjp(tuple(c.to(o.dtype) for c, o in zip(cotangents, outs)))
+        return dx, dh0, (dc0 if cfg.has_cell_state else x.new_empty(0)), list(dweights)

@@ -1,0 +1,191 @@
+"""Functional form of fusedrnn: run a whole recurrent stack on any input form.
+
+``lstm``, ``gru``, ``rnn_tanh`` and ``rnn_relu`` take torch's flat weight list (a module's
+``_flat_weights``: per layer and direction ``w_ih, w_hh, [b_ih, b_hh], [w_hr]``) and accept what
+``torch.nn.LSTM/GRU/RNN.forward`` accepts: batched 3-D input (time- or batch-first), unbatched
+2-D input, or a ``PackedSequence``; an optional initial state. They return what torch returns.
+
+Under the hood every form becomes padded, time-major input ``[T, B, In]`` plus per-sequence
+lengths (packed input, kept in its sorted order so active rows are a prefix), and the stack
+runs layer by layer through :func:`fusedrnn.layer_op.run_layer` on the chosen backend, with
+``F.dropout`` between layers while training.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from . import backend_registry, validation
+from .layer_config import GATES, LayerConfig
+from .layer_op import run_layer
+
+_NAMES = {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
+
+
+def lstm(input, hx=None, weights=(), *, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+         training=False, bidirectional=False, proj_size=0, backend="auto"):
+    """LSTM stack. ``hx`` is ``(h0 [L*D, B, P or H], c0 [L*D, B, H])`` or None.
+
+    Returns ``(output, (h_n, c_n))`` exactly as ``torch.nn.LSTM``.
+    """
+    return forward("LSTM", input, hx, weights, num_layers=num_layers, bias=bias,
+                   batch_first=batch_first, dropout=dropout, training=training,
+                   bidirectional=bidirectional, proj_size=proj_size, backend=backend)
+
+
+def gru(input, hx=None, weights=(), *, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+        training=False, bidirectional=False, backend="auto"):
+    """GRU stack; returns ``(output, h_n)`` exactly as ``torch.nn.GRU``."""
+    return forward("GRU", input, hx, weights, num_layers=num_layers, bias=bias,
+                   batch_first=batch_first, dropout=dropout, training=training,
+                   bidirectional=bidirectional, backend=backend)
+
+
+def rnn_tanh(input, hx=None, weights=(), *, num_layers=1, bias=True, batch_first=False,
+             dropout=0.0, training=False, bidirectional=False, backend="auto"):
+    """Elman RNN stack with tanh; returns ``(output, h_n)`` exactly as ``torch.nn.RNN``."""
+    return forward("RNN_TANH", input, hx, weights, num_layers=num_layers, bias=bias,
+                   batch_first=batch_first, dropout=dropout, training=training,
+                   bidirectional=bidirectional, backend=backend)
+
+
+def rnn_relu(input, hx=None, weights=(), *, num_layers=1, bias=True, batch_first=False,
+             dropout=0.0, training=False, bidirectional=False, backend="auto"):
+    """Elman RNN stack with relu; returns ``(output, h_n)`` exactly as ``torch.nn.RNN``."""
+    return forward("RNN_RELU", input, hx, weights, num_layers=num_layers, bias=bias,
+                   batch_first=batch_first, dropout=dropout, training=training,
+                   bidirectional=bidirectional, backend=backend)
+
+
+def _apply_permutation(t, permutation):
+    return t.index_select(1, permutation)
+
+
+def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout, training,
+            bidirectional, proj_size=0, backend="auto"):
+    """Shared body of the four public functions and of the modules' ``forward``.
+
+    The order of the checks follows ``torch.nn``'s ``forward`` so that bad input meets the same
+    error first.
+    """
+    weights = list(weights)
+    is_lstm = mode == "LSTM"
+    D = 2 if bidirectional else 1
+    input_size = weights[0].shape[1]
+    hidden_size = weights[1].shape[0] // GATES[mode]
+    real_hidden = proj_size if proj_size > 0 else hidden_size
+    per_layer = len(weights) // num_layers
+    cfg = LayerConfig(mode, bidirectional, bias, proj_size > 0)
+
+    # --- input forms -> padded time-major x, lengths, and how to undo it -------------------
+    packed = isinstance(input, PackedSequence)
+    if packed:
+        data, batch_sizes, sorted_indices, unsorted_indices = input
+        check_input_data = data
+        B = int(batch_sizes[0])
+        is_batched = True
+    else:
+        batch_sizes = sorted_indices = unsorted_indices = None
+        if input.dim() not in (2, 3):
+            kind = " tensor" if _NAMES[mode] == "RNN" else ""
+            raise ValueError(
+                f"{_NAMES[mode]}: Expected input to be 2D or 3D, got {input.dim()}D{kind} instead"
+            )
+        is_batched = input.dim() == 3
+        batch_dim = 0 if batch_first else 1
+        if not is_batched:
+            input = input.unsqueeze(batch_dim)
+        check_input_data = input
+        B = input.size(0) if batch_first else input.size(1)
+
+    # --- initial state: torch's dimension checks, then zeros or the permuted given state ----
+    def zeros(width):
+        return torch.zeros(num_layers * D, B, width, dtype=check_input_data.dtype,
+                           device=check_input_data.device)
+
+    if hx is None:
+        states = [zeros(real_hidden), zeros(hidden_size)] if is_lstm else [zeros(hidden_size)]
+    elif is_lstm:
+        if not packed:
+            want = 3 if is_batched else 2
+            if hx[0].dim() != want or hx[1].dim() != want:
+                kind = "batched 3-D" if is_batched else "unbatched 2-D"
+                raise RuntimeError(
+                    f"For {kind} input, hx and cx should also be {want}-D but got "
+                    f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
+                )
+            if not is_batched:
+                hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+        states = [hx[0], hx[1]]
+    else:
+        if not packed:
+            want = 3 if is_batched else 2
+            if hx.dim() != want:
+                kind = "batched 3-D" if is_batched else "unbatched 2-D"
+                raise RuntimeError(
+                    f"For {kind} input, hx should also be {want}-D but got {hx.dim()}-D tensor"
+                )
+            if not is_batched:
+                hx = hx.unsqueeze(1)
+        states = [hx]
+    if sorted_indices is not None and hx is not None:
+        states = [_apply_permutation(s, sorted_indices) for s in states]
+
+    validation.check_input(check_input_data, batch_sizes, input_size, weights[0].dtype)
+    msgs = ("Expected hidden[0] size {}, got {}", "Expected hidden[1] size {}, got {}") if is_lstm \
+        else ("Expected hidden size {}, got {}",)
+    widths = (real_hidden, hidden_size) if is_lstm else (hidden_size,)
+    for s, width, msg in zip(states, widths, msgs):
+        validation.check_hidden_size(s, (num_layers * D, B, width), msg)
+
+    if packed:
+        x, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))
+    else:
+        x, lengths = (input.transpose(0, 1) if batch_first else input), None
+    validation.check_sequence_length(x.shape[0])
+
+    # --- autocast: run in the autocast dtype, as torch's autocast does for _VF.lstm ---------
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        low = torch.get_autocast_dtype(device_type)
+        x, states, weights = x.to(low), [s.to(low) for s in states], [w.to(low) for w in weights]
+    validation.check_state_tensors(x, states)
+    validation.check_weights_device(x, weights)
+
+    backend_obj = backend_registry.resolve(backend, cfg, x)
+
+    # --- the stack ---------------------------------------------------------------------------
+    h_out, c_out = [], []
+    layer_input = x
+    with torch.autocast(device_type, enabled=False):
+        for layer in range(num_layers):
+            sl = slice(layer * D, (layer + 1) * D)
+            y, h_n, c_n = run_layer(
+                cfg, backend_obj.name, layer_input, lengths, states[0][sl],
+                states[1][sl] if is_lstm else None,
+                weights[layer * per_layer:(layer + 1) * per_layer],
+            )
+            h_out.append(h_n)
+            c_out.append(c_n)
+            if dropout > 0 and training and layer < num_layers - 1:
+                y = F.dropout(y, dropout, training=True)
+            layer_input = y
+    output = layer_input
+    hidden = torch.cat(h_out) if num_layers > 1 else h_out[0]
+    if is_lstm:
+        hidden = (hidden, torch.cat(c_out) if num_layers > 1 else c_out[0])
+
+    # --- back to the caller's form -----------------------------------------------------------
+    def unpermute(h):
+        return h if unsorted_indices is None else _apply_permutation(h, unsorted_indices)
+
+    hidden = tuple(unpermute(h) for h in hidden) if is_lstm else unpermute(hidden)
+    if packed:
+        out_data = pack_padded_sequence(output, lengths, enforce_sorted=True).data
+        return PackedSequence(out_data, batch_sizes, sorted_indices, unsorted_indices), hidden
+    if batch_first:
+        output = output.transpose(0, 1)
+    if not is_batched:
+        output = output.squeeze(batch_dim)
+        hidden = tuple(h.squeeze(1) for h in hidden) if is_lstm else hidden.squeeze(1)
+    return output, hidden

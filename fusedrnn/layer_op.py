@@ -1,0 +1,114 @@
+"""The one-layer op every backend sits behind: ``torch.ops.fusedrnn.layer_forward``.
+
+Registered with ``torch.library.custom_op`` so that ``torch.compile(fullgraph=True)`` sees one
+opaque node per layer (with a fake implementation for shapes) and autograd calls the backend's
+own backward (``register_autograd``), which is itself the op ``layer_backward``.
+
+Contract of one call (D directions, H cell width, Hr = P with a projection, else H):
+
+    x        [T, B, In]   padded, time-major
+    lengths  [B] int64 on the CPU, non-increasing, or None (every sequence has T steps)
+    h0       [D, B, Hr]   c0 [D, B, H] for the LSTM, else None
+    weights  the layer's flat weights (see :mod:`fusedrnn.layer_config`)
+  returns
+    y        [T, B, D*Hr] zero at padded positions
+    h_n      [D, B, Hr]   state after each sequence's own last step
+    c_n      [D, B, H]    (an empty tensor for cells without a cell state)
+    workspace             whatever the backend saves for backward (shape from
+                          ``backend.workspace_shape``; empty for backends that recompute)
+
+Saved for backward (the autograd contract): the inputs ``x, lengths, h0, c0, weights`` and the
+outputs ``y`` and ``workspace``; nothing else. Gradients are returned for ``x``, ``h0``, ``c0``
+and every weight; double backward is not supported.
+"""
+
+import torch
+
+from . import backend_registry
+from .layer_config import LayerConfig
+
+_SCHEMA_CONFIG = "str mode, str backend, bool bidirectional, bool has_bias, bool has_proj"
+
+
+def _config(mode, bidirectional, has_bias, has_proj):
+    return LayerConfig(mode, bidirectional, has_bias, has_proj)
+
+
+@torch.library.custom_op("fusedrnn::layer_forward", mutates_args=())
+def layer_forward(
+    x: torch.Tensor, lengths: torch.Tensor | None, h0: torch.Tensor, c0: torch.Tensor | None,
+    weights: list[torch.Tensor], mode: str, backend: str, bidirectional: bool, has_bias: bool,
+    has_proj: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    cfg = _config(mode, bidirectional, has_bias, has_proj)
+    return backend_registry.AVAILABLE[backend].forward(cfg, x, lengths, h0, c0, weights)
+
+
+@layer_forward.register_fake
+def _(x, lengths, h0, c0, weights, mode, backend, bidirectional, has_bias, has_proj):
+    cfg = _config(mode, bidirectional, has_bias, has_proj)
+    H, Hr = cfg.hidden_sizes(weights)
+    T, B, _ = x.shape
+    y = x.new_empty((T, B, cfg.directions * Hr))
+    c_n = c0.new_empty(c0.shape) if cfg.has_cell_state else x.new_empty(0)
+    workspace = x.new_empty(backend_registry.AVAILABLE[backend].workspace_shape(cfg, x, H))
+    return y, h0.new_empty(h0.shape), c_n, workspace
+
+
+@torch.library.custom_op("fusedrnn::layer_backward", mutates_args=())
+def layer_backward(
+    dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.Tensor | None,
+    x: torch.Tensor, lengths: torch.Tensor | None, h0: torch.Tensor, c0: torch.Tensor | None,
+    weights: list[torch.Tensor], y: torch.Tensor, workspace: torch.Tensor,
+    mode: str, backend: str, bidirectional: bool, has_bias: bool, has_proj: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    cfg = _config(mode, bidirectional, has_bias, has_proj)
+    dx, dh0, dc0, dweights = backend_registry.AVAILABLE[backend].backward(
+        cfg, x, lengths, h0, c0, weights, y, workspace, dy, dh_n, dc_n
+    )
+    return dx, dh0, dc0, list(dweights)
+
+
+@layer_backward.register_fake
+def _(dy, dh_n, dc_n, x, lengths, h0, c0, weights, y, workspace, mode, backend, bidirectional,
+      has_bias, has_proj):
+    dc0 = c0.new_empty(c0.shape) if c0 is not None else x.new_empty(0)
+    return x.new_empty(x.shape), h0.new_empty(h0.shape), dc0, [w.new_empty(w.shape) for w in weights]
+
+
+def _setup_context(ctx, inputs, output):
+    x, lengths, h0, c0, weights, *config = inputs
+    y, _, _, workspace = output
+    ctx.save_for_backward(x, lengths, h0, c0, y, workspace, *weights)
+    ctx.config = config
+
+
+def _backward(ctx, dy, dh_n, dc_n, _dworkspace):
+    x, lengths, h0, c0, y, workspace, *weights = ctx.saved_tensors
+    mode = ctx.config[0]
+    dc_n = dc_n if mode == "LSTM" else None
+    dx, dh0, dc0, dweights = torch.ops.fusedrnn.layer_backward(
+        dy.contiguous(), dh_n.contiguous(), dc_n, x, lengths, h0, c0, weights, y, workspace,
+        *ctx.config,
+    )
+    return dx, None, dh0, (dc0 if c0 is not None else None), dweights, None, None, None, None, None
+
+
+layer_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+def run_layer(cfg, backend, x, lengths, h0, c0, weights):
+    """Run one layer through ``backend`` (a name already resolved). Returns ``(y, h_n, c_n)``.
+
+    The ``"torch"`` backend in eager mode skips the op so torch's autograd differentiates
+    ``_VF`` directly (no recompute); everything else goes through the op.
+    """
+    if backend == "torch" and not torch.compiler.is_compiling():
+        from .backend_torch import run
+        return run(cfg, x, lengths, h0, c0, weights)
+    y, h_n, c_n, _ = torch.ops.fusedrnn.layer_forward(
+        x.contiguous(), lengths, h0.contiguous(), None if c0 is None else c0.contiguous(),
+        [w.contiguous() for w in weights], cfg.mode, backend, cfg.bidirectional, cfg.has_bias,
+        cfg.has_proj,
+    )
+    return y, h_n, (c_n if cfg.has_cell_state else None)

@@ -1,0 +1,134 @@
+"""Drop-in ``torch.nn`` modules: ``RNN``, ``LSTM``, ``GRU``, and ``convert``.
+
+Each class derives from ``torch.nn.RNNBase``, so the constructor's validation, parameter
+names, shapes, initialisation, ``state_dict`` keys, ``extra_repr`` and pickling are torch's
+own. They deliberately do *not* derive from ``nn.LSTM`` and friends: ``torch.compile`` refuses
+to trace any instance of those (``allow_rnn``), and fusedrnn modules must compile with
+``fullgraph=True``. The only addition is the keyword ``backend`` (see ``fusedrnn.BACKENDS``).
+"""
+
+import torch
+from torch import nn
+
+from . import backend_registry, functional
+
+
+class _FusedRNNBase(nn.RNNBase):
+    def _set_backend(self, backend):
+        backend_registry.check_name(backend)
+        self.backend = backend
+
+    def _flat_weights_now(self):
+        # Read the attributes afresh: torch.func.functional_call and `module.weight = ...`
+        # replace them without touching the cached list.
+        return [getattr(self, name) for name in self._flat_weights_names]
+
+    def forward(self, input, hx=None):
+        return functional.forward(
+            self.mode, input, hx, self._flat_weights_now(), num_layers=self.num_layers,
+            bias=self.bias, batch_first=self.batch_first, dropout=self.dropout,
+            training=self.training, bidirectional=self.bidirectional, proj_size=self.proj_size,
+            backend=self.backend,
+        )
+
+    def extra_repr(self):
+        s = super().extra_repr()
+        return s if self.backend == "auto" else f"{s}, backend={self.backend!r}"
+
+
+class RNN(_FusedRNNBase):
+    """Elman RNN, signature of ``torch.nn.RNN`` plus ``backend="auto"``.
+
+    ``RNN(input_size, hidden_size, num_layers=1, nonlinearity='tanh', bias=True,
+    batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None, backend='auto')``
+    """
+
+    def __init__(self, *args, backend="auto", **kwargs):
+        # Same argument handling as torch.nn.RNN.__init__ (nonlinearity is the 4th positional).
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        if len(args) > 3:
+            self.nonlinearity = args[3]
+            args = args[:3] + args[4:]
+        else:
+            self.nonlinearity = kwargs.pop("nonlinearity", "tanh")
+        if self.nonlinearity == "tanh":
+            mode = "RNN_TANH"
+        elif self.nonlinearity == "relu":
+            mode = "RNN_RELU"
+        else:
+            raise ValueError(
+                f"Unknown nonlinearity '{self.nonlinearity}'. Select from 'tanh' or 'relu'."
+            )
+        super().__init__(mode, *args, **kwargs)
+        self._set_backend(backend)
+
+
+class LSTM(_FusedRNNBase):
+    """LSTM, signature of ``torch.nn.LSTM`` plus ``backend="auto"``.
+
+    ``LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+    bidirectional=False, proj_size=0, device=None, dtype=None, backend='auto')``
+    """
+
+    def __init__(self, *args, backend="auto", **kwargs):
+        super().__init__("LSTM", *args, **kwargs)
+        self._set_backend(backend)
+
+
+class GRU(_FusedRNNBase):
+    """GRU (reset gate after the recurrent matmul), signature of ``torch.nn.GRU`` plus
+    ``backend="auto"``.
+
+    ``GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+    bidirectional=False, device=None, dtype=None, backend='auto')``
+    """
+
+    def __init__(self, *args, backend="auto", **kwargs):
+        if "proj_size" in kwargs:
+            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
+        super().__init__("GRU", *args, **kwargs)
+        self._set_backend(backend)
+
+
+_REPLACEMENTS = {nn.LSTM: LSTM, nn.GRU: GRU, nn.RNN: RNN}
+
+
+def _replacement(module, backend):
+    cls = _REPLACEMENTS[type(module)]
+    kwargs = dict(
+        num_layers=module.num_layers, bias=module.bias, batch_first=module.batch_first,
+        dropout=module.dropout, bidirectional=module.bidirectional, backend=backend,
+    )
+    if cls is LSTM:
+        kwargs["proj_size"] = module.proj_size
+    if cls is RNN:
+        kwargs["nonlinearity"] = module.nonlinearity
+    first = module._flat_weights[0]
+    # Build on the meta device so no throw-away initialisation runs, then take the weights.
+    with torch.device("meta"):
+        new = cls(module.input_size, module.hidden_size, **kwargs, dtype=first.dtype)
+    # The very same Parameter objects, so optimisers and tied weights keep working.
+    for name in module._flat_weights_names:
+        setattr(new, name, getattr(module, name))
+    new._init_flat_weights()
+    new.train(module.training)
+    return new
+
+
+def convert(model, backend="auto"):
+    """Replace every ``nn.RNN``, ``nn.LSTM`` and ``nn.GRU`` inside ``model`` (and ``model``
+    itself) by its fusedrnn twin, in place, keeping parameters (the same tensors), device,
+    dtype and training mode. Returns the model.
+
+    Subclasses of the torch modules are left alone: their overridden behaviour is theirs.
+    """
+    backend_registry.check_name(backend)
+    if type(model) in _REPLACEMENTS:
+        return _replacement(model, backend)
+    for name, child in list(model.named_children()):
+        if type(child) in _REPLACEMENTS:
+            setattr(model, name, _replacement(child, backend))
+        else:
+            convert(child, backend)
+    return model

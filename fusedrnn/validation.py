@@ -1,0 +1,62 @@
+"""Input checks that raise exactly what ``torch.nn.RNN/LSTM/GRU`` raise (type and text).
+
+The texts are copied from ``torch/nn/modules/rnn.py`` (torch 2.11–2.13) and from ``_VF``'s
+C++ checks (the zero-length sequence); ``tests/test_bad_input.py`` compares every one of them
+with torch's own at run time, so a torch release that changes a message fails loudly.
+"""
+
+import torch
+
+
+def check_input(input, batch_sizes, input_size, weight_dtype):
+    if input.dtype != weight_dtype and not torch._C._is_any_autocast_enabled():
+        raise ValueError(
+            f"RNN input dtype ({input.dtype}) does not match weight dtype ({weight_dtype}). "
+            f"Convert input: input.to({weight_dtype}), or convert model: model.to({input.dtype})"
+        )
+    expected_input_dim = 2 if batch_sizes is not None else 3
+    if input.dim() != expected_input_dim:
+        raise RuntimeError(f"input must have {expected_input_dim} dimensions, got {input.dim()}")
+    if input_size != input.size(-1):
+        raise RuntimeError(
+            f"input.size(-1) must be equal to input_size. Expected {input_size}, got {input.size(-1)}"
+        )
+
+
+def check_hidden_size(hx, expected, msg="Expected hidden size {}, got {}"):
+    if hx.size() != expected:
+        raise RuntimeError(msg.format(expected, list(hx.size())))
+
+
+def check_sequence_length(seq_len):
+    if seq_len == 0:
+        raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+
+
+def check_state_tensors(input, states):
+    """Device and dtype agreement of the initial states with the input.
+
+    torch has no Python-level check for these; its kernels fail with messages that differ per
+    device and cell (e.g. "get_mkldnn_dtype: unsupported data type" for a float64 ``h0`` with a
+    float32 LSTM on CPU). We raise the same type, RuntimeError, with one clear text instead.
+    """
+    for s in states:
+        if s.device != input.device:
+            raise RuntimeError(
+                "Input and hidden tensors are not at the same device, found input tensor at "
+                f"{input.device} and hidden tensor at {s.device}"
+            )
+        if s.dtype != input.dtype:
+            raise RuntimeError(
+                f"Input and hidden tensors must have the same dtype, got input {input.dtype} "
+                f"and hidden {s.dtype}"
+            )
+
+
+def check_weights_device(input, weights):
+    for w in weights:
+        if w.device != input.device:
+            raise RuntimeError(
+                "Input and parameter tensors are not at the same device, found input tensor at "
+                f"{input.device} and parameter tensor at {w.device}"
+            )

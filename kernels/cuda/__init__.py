@@ -1,0 +1,1 @@
+"""CUDA C kernels launched through CuPy (``fusedrnn.kernels.cuda``); CuPy is imported lazily."""

@@ -1,0 +1,1 @@
+"""Triton kernels (``fusedrnn.kernels.triton``): one file per cell per kernel family."""
