@@ -48,6 +48,13 @@ class TorchBackend:
         return (0,)
 
     def forward(self, cfg, x, lengths, h0, c0, weights):
+        if lengths is not None:
+            # The op path's backward re-runs the layer under torch.func.vjp, and _VF's packed
+            # path reads raw data pointers, which functorch's wrapped tensors do not have.
+            raise NotImplementedError(
+                "backend 'torch' cannot run variable-length (packed) input inside "
+                "torch.compile; use it eagerly or pick backend='reference'"
+            )
         with torch.no_grad():
             y, h_n, c_n = run(cfg, x, lengths, h0, c0, weights)
         return y, h_n, (c_n if c_n is not None else x.new_empty(0)), x.new_empty(0)
@@ -55,15 +62,18 @@ class TorchBackend:
     def backward(self, cfg, x, lengths, h0, c0, weights, y, workspace, dy, dh_n, dc_n):
         # torch.func.vjp rather than torch.autograd.grad: inside a custom op's kernel the
         # autograd dispatch keys are excluded, but functorch's transform still records.
-        def layer(x, h0, c0, weights):
-            y, h_n, c_n = run(cfg, x, lengths, h0, c0, weights)
+        def layer(x, h0, weights, *c0):
+            y, h_n, c_n = run(cfg, x, lengths, h0, c0[0] if c0 else None, weights)
             return (y, h_n, c_n) if cfg.has_cell_state else (y, h_n)
 
+        primals = (x, h0, list(weights)) + ((c0,) if cfg.has_cell_state else ())
         # oneDNN's CPU RNN keeps a byte workspace that functorch cannot wrap
         # ("expected scalar type Byte"); torch's composite CPU path differentiates fine.
-        with warnings.catch_warnings(), torch.backends.mkldnn.flags(enabled=False):
+        with warnings.catch_warnings():
+            # Toggling the oneDNN flags warns about Intel-GPU TF32 on every CPU build.
             warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
-            outs, vjp = torch.func.vjp(layer, x, h0, c0, list(weights))
+            with torch.backends.mkldnn.flags(enabled=False):
+                outs, vjp = torch.func.vjp(layer, *primals)
         cotangents = (dy, dh_n, dc_n) if cfg.has_cell_state else (dy, dh_n)
-        dx, dh0, dc0, dweights = vjp(tuple(c.to(o.dtype) for c, o in zip(cotangents, outs)))
-        return dx, dh0, (dc0 if cfg.has_cell_state else x.new_empty(0)), list(dweights)
+        dx, dh0, dweights, *dc0 = vjp(tuple(c.to(o.dtype) for c, o in zip(cotangents, outs)))
+        return dx, dh0, (dc0[0] if dc0 else x.new_empty(0)), list(dweights)
