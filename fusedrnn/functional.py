@@ -22,7 +22,7 @@ from .layer_op import run_layer
 _NAMES = {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
 
 
-def lstm(input, hx=None, weights=(), *, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+def lstm(input, hx, weights, *, num_layers=1, bias=True, batch_first=False, dropout=0.0,
          training=False, bidirectional=False, proj_size=0, backend="auto"):
     """LSTM stack. ``hx`` is ``(h0 [L*D, B, P or H], c0 [L*D, B, H])`` or None.
 
@@ -33,7 +33,7 @@ def lstm(input, hx=None, weights=(), *, num_layers=1, bias=True, batch_first=Fal
                    bidirectional=bidirectional, proj_size=proj_size, backend=backend)
 
 
-def gru(input, hx=None, weights=(), *, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+def gru(input, hx, weights, *, num_layers=1, bias=True, batch_first=False, dropout=0.0,
         training=False, bidirectional=False, backend="auto"):
     """GRU stack; returns ``(output, h_n)`` exactly as ``torch.nn.GRU``."""
     return forward("GRU", input, hx, weights, num_layers=num_layers, bias=bias,
@@ -41,7 +41,7 @@ def gru(input, hx=None, weights=(), *, num_layers=1, bias=True, batch_first=Fals
                    bidirectional=bidirectional, backend=backend)
 
 
-def rnn_tanh(input, hx=None, weights=(), *, num_layers=1, bias=True, batch_first=False,
+def rnn_tanh(input, hx, weights, *, num_layers=1, bias=True, batch_first=False,
              dropout=0.0, training=False, bidirectional=False, backend="auto"):
     """Elman RNN stack with tanh; returns ``(output, h_n)`` exactly as ``torch.nn.RNN``."""
     return forward("RNN_TANH", input, hx, weights, num_layers=num_layers, bias=bias,
@@ -49,7 +49,7 @@ def rnn_tanh(input, hx=None, weights=(), *, num_layers=1, bias=True, batch_first
                    bidirectional=bidirectional, backend=backend)
 
 
-def rnn_relu(input, hx=None, weights=(), *, num_layers=1, bias=True, batch_first=False,
+def rnn_relu(input, hx, weights, *, num_layers=1, bias=True, batch_first=False,
              dropout=0.0, training=False, bidirectional=False, backend="auto"):
     """Elman RNN stack with relu; returns ``(output, h_n)`` exactly as ``torch.nn.RNN``."""
     return forward("RNN_RELU", input, hx, weights, num_layers=num_layers, bias=bias,

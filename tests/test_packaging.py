@@ -1,6 +1,7 @@
 """The installed names (DESIGN.md §1): kernels/ and reference/ live inside the fusedrnn namespace."""
 
 import importlib
+import os
 import subprocess
 import sys
 import zipfile
@@ -39,3 +40,14 @@ def test_wheel_contains_the_mapped_packages(tmp_path):
                  "fusedrnn/reference/lstm_cell.py", "fusedrnn/reference/layer.py"):
         assert path in names, path
     assert not any(n.startswith(("kernels/", "reference/", "tests/")) for n in names)
+
+    # And the installed wheel (not the checkout) imports under the mapped names.
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
+                    str(target), str(wheel)], check=True)
+    code = ("import fusedrnn, fusedrnn.kernels.triton, fusedrnn.kernels.cuda, fusedrnn.reference as r; "
+            "print(fusedrnn.__file__); print(r.__file__)")
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert all(path.startswith(str(target)) for path in out), out
