@@ -40,8 +40,8 @@ class ReferenceBackend:
     def unsupported_reason(self, cfg, x):
         return None
 
-    def workspace_shape(self, cfg, x, hidden_size):
-        return (0,)
+    def workspace_spec(self, cfg, x, hidden_size):
+        return (0,), x.dtype
 
     def forward(self, cfg, x, lengths, h0, c0, weights):
         y, h_n, c_n, _ = _run_forward(cfg, x, lengths, h0, c0, weights)

@@ -6,15 +6,16 @@ Every backend implements the one-layer contract (see :mod:`fusedrnn.layer_op`):
 * ``forward(cfg, x, lengths, h0, c0, weights) -> (y, h_n, c_n, workspace)``;
 * ``backward(cfg, x, lengths, h0, c0, weights, y, workspace, dy, dh_n, dc_n)
   -> (dx, dh0, dc0, dweights)``;
-* ``workspace_shape(cfg, x, hidden_size)``: shape of what forward saves for backward.
+* ``workspace_spec(cfg, x, hidden_size) -> (shape, dtype)``: what forward saves for backward.
 """
 
 from .backend_reference import ReferenceBackend
 from .backend_torch import TorchBackend
+from .backend_triton_step import TritonStepBackend
 
-AVAILABLE = {b.name: b for b in (ReferenceBackend(), TorchBackend())}
+AVAILABLE = {b.name: b for b in (ReferenceBackend(), TorchBackend(), TritonStepBackend())}
 # Names DESIGN.md reserves for kernel families that this build does not ship yet.
-PLANNED = ("triton-step", "triton-persistent", "cupy-persistent", "cupy-step")
+PLANNED = ("triton-persistent", "cupy-persistent", "cupy-step")
 NAMES = ("auto",) + tuple(AVAILABLE)
 
 

@@ -44,8 +44,8 @@ class TorchBackend:
     def unsupported_reason(self, cfg, x):
         return None
 
-    def workspace_shape(self, cfg, x, hidden_size):
-        return (0,)
+    def workspace_spec(self, cfg, x, hidden_size):
+        return (0,), x.dtype
 
     def forward(self, cfg, x, lengths, h0, c0, weights):
         if lengths is not None:

@@ -14,8 +14,8 @@ Contract of one call (D directions, H cell width, Hr = P with a projection, else
     y        [T, B, D*Hr] zero at padded positions
     h_n      [D, B, Hr]   state after each sequence's own last step
     c_n      [D, B, H]    (an empty tensor for cells without a cell state)
-    workspace             whatever the backend saves for backward (shape from
-                          ``backend.workspace_shape``; empty for backends that recompute)
+    workspace             whatever the backend saves for backward (shape and dtype
+                          from ``backend.workspace_spec``; empty for backends that recompute)
 
 Saved for backward (the autograd contract): the inputs ``x, lengths, h0, c0, weights`` and the
 outputs ``y`` and ``workspace``; nothing else. Gradients are returned for ``x``, ``h0``, ``c0``
@@ -51,7 +51,8 @@ def _(x, lengths, h0, c0, weights, mode, backend, bidirectional, has_bias, has_p
     T, B, _ = x.shape
     y = x.new_empty((T, B, cfg.directions * Hr))
     c_n = c0.new_empty(c0.shape) if cfg.has_cell_state else x.new_empty(0)
-    workspace = x.new_empty(backend_registry.AVAILABLE[backend].workspace_shape(cfg, x, H))
+    ws_shape, ws_dtype = backend_registry.AVAILABLE[backend].workspace_spec(cfg, x, H)
+    workspace = x.new_empty(ws_shape, dtype=ws_dtype)
     return y, h0.new_empty(h0.shape), c_n, workspace
 
 

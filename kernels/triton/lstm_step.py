@@ -1,0 +1,160 @@
+"""LSTM, one Triton launch per timestep: forward and BPTT step kernels and their launchers.
+
+Dimension legend: see ``step_common`` (T, B, D, H, Hr, G=4, BB, BH, BK).
+
+Forward, program (batch tile, hidden tile j, direction d) at step s:
+    a_g   = xproj[t, b, d, g*H+j] + h_prev[b, :] @ W_hh[d, g*H+j, :]ᵀ     g ∈ i f g o
+    c     = σ(a_f) c_prev + σ(a_i) tanh(a_g)       h = σ(a_o) tanh(c)
+    ws[d, t, b] = (i, f, g, o, c)  — activations, fp32, what backward needs
+``xproj`` already holds ``x W_ihᵀ + b_ih + b_hh`` for all steps (one GEMM before the loop).
+
+Backward at step s, processed from s = T-1 down to 0 (same tiles):
+    dh    = dy[t, b] + (row's last step ? dh_n[b] : dG[t_next, b, :] @ W_hh[d, :, j])
+    dc    = (row's last step ? dc_n[b] : dc_carry[b]) + dh σ(a_o) (1 - tanh²c)
+    dG[t, b, i f g o] = (dc g σ'(i), dc c_prev σ'(f), dc i tanh'(g), dh tanh(c) σ'(o))
+    dc_carry[b] = dc f                              (in place: only this program owns it)
+The weight and input gradients are GEMMs over dG after the loop (see the backend).
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from .launch_common import BB, BH, BK, dot_mode, grid, state_operand
+from .step_common import rows_dot, sigmoid, step_rows, tanh
+
+GATES = 4
+WORKSPACE_COLUMNS = 5  # i f g o c, in units of H
+
+
+@triton.jit
+def lstm_step_fwd_kernel(
+    p_xproj, p_whh,
+    p_h, sh_d, sh_t, sh_b,
+    p_c, sc_d, sc_t, sc_b,
+    p_y, p_ws, p_len, s, n_active, T, B, H, Hr, D,
+    BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
+    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+):
+    d = tl.program_id(2)
+    o_b, m_b, t, t_prev, _, _ = step_rows(s, p_len, n_active, d, BB)
+    o_j = tl.program_id(1) * BH + tl.arange(0, BH)
+    m_j = o_j < H
+    m = m_b[:, None] & m_j[None, :]
+
+    o_h = d * sh_d + t_prev * sh_t + o_b * sh_b                                   # [BB]
+    o_x = (t * B + o_b) * (D * 4 * H) + d * 4 * H                                 # [BB]
+    o_w = d * 4 * H * Hr + o_j * Hr                                               # [BH]
+    acc = tl.zeros([BB, BH], tl.float32)
+    a_i = rows_dot(acc, p_h, o_h, m_b, Hr, p_whh, o_w, m_j, 1, BK, DOT_FP32, PRECISION)
+    a_f = rows_dot(acc, p_h, o_h, m_b, Hr, p_whh, o_w + H * Hr, m_j, 1, BK, DOT_FP32, PRECISION)
+    a_g = rows_dot(acc, p_h, o_h, m_b, Hr, p_whh, o_w + 2 * H * Hr, m_j, 1, BK, DOT_FP32, PRECISION)
+    a_o = rows_dot(acc, p_h, o_h, m_b, Hr, p_whh, o_w + 3 * H * Hr, m_j, 1, BK, DOT_FP32, PRECISION)
+    p_xg = p_xproj + o_x[:, None] + o_j[None, :]
+    b_i = sigmoid(a_i + tl.load(p_xg, mask=m, other=0.0).to(tl.float32))          # [BB, BH]
+    b_f = sigmoid(a_f + tl.load(p_xg + H, mask=m, other=0.0).to(tl.float32))
+    b_g = tanh(a_g + tl.load(p_xg + 2 * H, mask=m, other=0.0).to(tl.float32))
+    b_o = sigmoid(a_o + tl.load(p_xg + 3 * H, mask=m, other=0.0).to(tl.float32))
+
+    o_c = d * sc_d + t_prev * sc_t + o_b * sc_b
+    b_c_prev = tl.load(p_c + o_c[:, None] + o_j[None, :], mask=m, other=0.0).to(tl.float32)
+    b_c = b_f * b_c_prev + b_i * b_g
+    b_h = b_o * tanh(b_c)
+
+    p_w = p_ws + (((d * T + t) * B + o_b) * (5 * H))[:, None] + o_j[None, :]
+    tl.store(p_w, b_i, mask=m)
+    tl.store(p_w + H, b_f, mask=m)
+    tl.store(p_w + 2 * H, b_g, mask=m)
+    tl.store(p_w + 3 * H, b_o, mask=m)
+    tl.store(p_w + 4 * H, b_c, mask=m)
+    p_out = p_y + ((t * B + o_b) * (D * Hr) + d * Hr)[:, None] + o_j[None, :]
+    tl.store(p_out, b_h.to(p_y.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def lstm_step_bwd_kernel(
+    p_dy, p_dhn, p_dcn, p_whh, p_ws,
+    p_c, sc_d, sc_t, sc_b,
+    p_dg, p_dc, p_len, s, n_active, T, B, H, Hr, D,
+    BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
+    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+):
+    d = tl.program_id(2)
+    o_b, m_b, t, t_prev, t_next, last = step_rows(s, p_len, n_active, d, BB)
+    o_j = tl.program_id(1) * BH + tl.arange(0, BH)
+    m_j = o_j < H
+    m = m_b[:, None] & m_j[None, :]
+
+    # Recurrent gradient dG[t_next] @ W_hh, for rows that have a next step.
+    o_gn = ((d * T + t_next) * B + o_b) * (4 * H)                                 # [BB]
+    rec = rows_dot(tl.zeros([BB, BH], tl.float32), p_dg, o_gn, m_b & (last == 0), 4 * H,
+                   p_whh, d * 4 * H * Hr + o_j, m_j, Hr, BK, DOT_FP32, PRECISION)
+    o_state = (d * B + o_b)[:, None] * H + o_j[None, :]                           # [BB, BH]
+    b_dhn = tl.load(p_dhn + o_state, mask=m, other=0.0).to(tl.float32)
+    b_dy = tl.load(p_dy + ((t * B + o_b) * (D * Hr) + d * Hr)[:, None] + o_j[None, :], mask=m,
+                   other=0.0).to(tl.float32)
+    b_dh = b_dy + tl.where(last[:, None], b_dhn, rec)
+    b_dc_in = tl.where(last[:, None], tl.load(p_dcn + o_state, mask=m, other=0.0).to(tl.float32),
+                       tl.load(p_dc + o_state, mask=m, other=0.0))
+
+    p_w = p_ws + (((d * T + t) * B + o_b) * (5 * H))[:, None] + o_j[None, :]
+    b_i = tl.load(p_w, mask=m, other=0.0)
+    b_f = tl.load(p_w + H, mask=m, other=0.0)
+    b_g = tl.load(p_w + 2 * H, mask=m, other=0.0)
+    b_o = tl.load(p_w + 3 * H, mask=m, other=0.0)
+    b_tc = tanh(tl.load(p_w + 4 * H, mask=m, other=0.0))
+    o_c = d * sc_d + t_prev * sc_t + o_b * sc_b
+    b_c_prev = tl.load(p_c + o_c[:, None] + o_j[None, :], mask=m, other=0.0).to(tl.float32)
+
+    b_dc = b_dc_in + b_dh * b_o * (1.0 - b_tc * b_tc)
+    p_g = p_dg + (((d * T + t) * B + o_b) * (4 * H))[:, None] + o_j[None, :]
+    tl.store(p_g, b_dc * b_g * b_i * (1.0 - b_i), mask=m)
+    tl.store(p_g + H, b_dc * b_c_prev * b_f * (1.0 - b_f), mask=m)
+    tl.store(p_g + 2 * H, b_dc * b_i * (1.0 - b_g * b_g), mask=m)
+    tl.store(p_g + 3 * H, b_dh * b_tc * b_o * (1.0 - b_o), mask=m)
+    tl.store(p_dc + o_state, b_dc * b_f, mask=m)
+
+
+# ---------------------------------------------------------------- launchers (the time loops)
+
+
+def split_biases(dirs, H, x):
+    """Both biases fold into the input projection: ``(xbias [D*4H], None)``."""
+    return torch.cat([p["b_ih"] + p["b_hh"] for p in dirs]), None
+
+
+def forward(xproj, w_hh, b_hh, h0, c0, lens, n_active, y, ws):
+    """Run the forward step kernel for s = 0 … T-1, writing ``y [T, B, D*H]`` and
+    ``ws [D, T, B, 5H]`` (fp32). ``xproj [T, B, D*4H]`` includes both biases (``b_hh`` is None);
+    ``w_hh [D, 4H, H]``; ``lens [B]`` int64 on the device; ``n_active[s]`` rows run at step s."""
+    D, T, B, _ = ws.shape
+    H = w_hh.shape[1] // GATES
+    dot_fp32, precision = dot_mode(w_hh.dtype)
+    for s in range(T):
+        if n_active[s] == 0:
+            break
+        h = state_operand(h0, y, s, D, B, H)
+        c = state_operand(c0, ws, s, D, B, H, column_offset=4 * H, row_width=5 * H)
+        lstm_step_fwd_kernel[grid(n_active[s], H, D)](
+            xproj, w_hh, *h, *c, y, ws, lens, s, n_active[s], T, B, H, H, D,
+            BB=BB, BH=BH, BK=BK, DOT_FP32=dot_fp32, PRECISION=precision,
+        )
+
+
+def backward(dy, dh_n, dc_n, w_hh, ws, y, h0, c0, lens, n_active, alloc, b_hh):
+    """Run the backward step kernel for s = T-1 … 0. Returns ``dg_in = dg_hid [D, T, B, 4H]``
+    (gate pre-activation gradients, fp32) and ``dc [D, B, H]`` (∂L/∂c0 once the loop ends)."""
+    D, T, B, _ = ws.shape
+    H = w_hh.shape[1] // GATES
+    dot_fp32, precision = dot_mode(w_hh.dtype)
+    dg = alloc((D, T, B, 4 * H))
+    dc = alloc((D, B, H))
+    for s in reversed(range(T)):
+        if n_active[s] == 0:
+            continue
+        c = state_operand(c0, ws, s, D, B, H, column_offset=4 * H, row_width=5 * H)
+        lstm_step_bwd_kernel[grid(n_active[s], H, D)](
+            dy, dh_n, dc_n, w_hh, ws, *c, dg, dc, lens, s, n_active[s], T, B, H, H, D,
+            BB=BB, BH=BH, BK=BK, DOT_FP32=dot_fp32, PRECISION=precision,
+        )
+    return {"dg_in": dg, "dg_hid": dg, "dh_carry": None, "dc": dc}

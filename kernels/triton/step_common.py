@@ -1,0 +1,71 @@
+"""Pieces shared by the per-timestep (``triton-step``) kernels of every cell.
+
+Dimension legend (all kernel files of this family):
+    T   sequence length (padded)            B   batch (rows sorted by length, longest first)
+    D   directions (1 or 2)                 s   processing step, 0 … T-1
+    H   cell width (hidden units)           Hr  width of h (= H; P with an LSTM projection)
+    G   gates (LSTM 4, GRU 3, RNN 1)        In  input features
+    BB  batch tile   BH  hidden tile   BK  reduction chunk
+
+Time indexing. Direction 0 processes step s at time t = s. Direction 1 (reverse) starts at
+each sequence's *own* last element: row b processes step s at time t = len_b - 1 - s. Rows
+are sorted by length, so the rows still running at step s are a prefix ``b < n_active`` and
+the grid covers only them. A row's last forward step (its first backward step) is
+s = len_b - 1.
+
+Strided "state" operands. The previous hidden state of step s is h0 at s = 0 and the output
+y at the previous time otherwise; the launcher passes a base pointer and (direction, time,
+row) strides, with a time stride of 0 for h0, so the kernel needs no branch on s.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def tanh(x):
+    # libdevice's tanh is unavailable under the Triton interpreter; this identity is exact.
+    return 2.0 * sigmoid(2.0 * x) - 1.0
+
+
+@triton.jit
+def step_rows(s, p_len, n_active, d, BB: tl.constexpr):
+    """Rows of this program and their time positions at step ``s`` of direction ``d``.
+
+    Returns ``o_b [BB]`` row ids, ``m_b`` row mask, ``t`` time of step s, ``t_prev`` time of
+    the step before in processing order, ``t_next`` time of the step after, and ``last``:
+    whether s is the row's final forward step (its first in backward).
+    """
+    o_b = tl.program_id(0) * BB + tl.arange(0, BB)
+    m_b = o_b < n_active
+    lens = tl.load(p_len + o_b, mask=m_b, other=1)
+    direction = tl.full([BB], 1, tl.int64) - 2 * d     # +1 forward, -1 reverse
+    t = tl.where(d == 0, s, lens - 1 - s).to(tl.int64)
+    return o_b, m_b, t, t - direction, t + direction, s == lens - 1
+
+
+@triton.jit
+def rows_dot(acc, p_a, o_a, m_a, K, p_w, o_wn, m_n, stride_wk,
+             BK: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr):
+    """``acc[BB, BN] += A[rows, :K] @ Wtile[:K, cols]``.
+
+    ``o_a [BB]`` are the offsets of each A row (row-dependent times are folded in), ``o_wn [BN]``
+    the offsets of each W column, ``stride_wk`` the step between consecutive k of W.
+    ``DOT_FP32`` casts both operands to fp32 (the interpreter's bf16 dot is wrong; fp32 models).
+    """
+    for k0 in range(0, K, BK):
+        o_k = k0 + tl.arange(0, BK)
+        m_k = o_k < K
+        b_a = tl.load(p_a + o_a[:, None] + o_k[None, :], mask=m_a[:, None] & m_k[None, :], other=0.0)
+        b_w = tl.load(p_w + o_k[:, None] * stride_wk + o_wn[None, :], mask=m_k[:, None] & m_n[None, :],
+                      other=0.0)                                               # [BK, BN]
+        if DOT_FP32:
+            acc = tl.dot(b_a.to(tl.float32), b_w.to(tl.float32), acc, input_precision=PRECISION)
+        else:
+            acc = tl.dot(b_a.to(b_w.dtype), b_w, acc)
+    return acc
