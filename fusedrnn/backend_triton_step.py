@@ -14,6 +14,7 @@ launched at step s, and padded positions of dG stay zero so the GEMMs ignore the
 
 Saved for backward (the op's workspace): the cell's fp32 activations ``[D, T, B, W*H]``
 (LSTM: i f g o c; GRU: r z n and the recurrent part of n; RNN: none, h is read back from y).
+With an LSTM projection the per-step ∂L/∂h is kept too, for ``dW_hr = Σ dhᵀ (o ⊙ tanh c)``.
 """
 
 import torch
@@ -68,8 +69,6 @@ class TritonStepBackend:
             return "it needs CUDA tensors (CPU tensors only under TRITON_INTERPRET=1)"
         if x.dtype not in _SUPPORTED_DTYPES:
             return f"dtype {x.dtype} is not supported (float32, float16, bfloat16)"
-        if cfg.has_proj:
-            return "LSTM projections (proj_size > 0) are not implemented in triton-step yet"
         return None
 
     def workspace_spec(self, cfg, x, hidden_size):
@@ -92,8 +91,12 @@ class TritonStepBackend:
         lens, n_active = _lengths(lengths, T, B, x.device)
         y = new_empty((T, B, D * Hr), dtype=x.dtype, device=x.device)
         ws_shape, ws_dtype = self.workspace_spec(cfg, x, H)
-        ws = new_empty(ws_shape, dtype=ws_dtype, device=x.device)
-        kern.forward(xproj.view(T, B, D * G * H), w_hh, b_hh_kernel, h0, c0, lens, n_active, y, ws)
+        # Padded positions are never written but enter the after-loop GEMMs (0 · garbage
+        # would be NaN when the garbage is NaN or inf), so they start at zero.
+        ws = (torch.zeros if lengths is not None else new_empty)(ws_shape, dtype=ws_dtype,
+                                                                 device=x.device)
+        kern.forward(xproj.view(T, B, D * G * H), w_hh, b_hh_kernel, h0, c0, lens, n_active, y, ws,
+                     **_projection(cfg, dirs))
         if lengths is not None:
             padded = torch.arange(T, device=x.device)[:, None] >= lens[None, :]
             y.masked_fill_(padded[..., None], 0)
@@ -118,7 +121,7 @@ class TritonStepBackend:
             if lengths is not None else \
             (lambda shape: new_empty(shape, dtype=torch.float32, device=x.device))
         g = kern.backward(dy, dh_n, dc_n, w_hh, workspace, y, h0, c0, lens, n_active, alloc,
-                          _b_hh_kernel(kern, cfg, dirs, H, x))
+                          _b_hh_kernel(kern, cfg, dirs, H, x), **_projection(cfg, dirs))
         dg_in = g["dg_in"].view(D, T * B, G * H)
         dg_hid = g["dg_hid"].view(D, T * B, G * H)
 
@@ -136,6 +139,9 @@ class TritonStepBackend:
                 "b_ih": dg_in[d].sum(0),
                 "b_hh": dg_hid[d].sum(0),
             }
+            if cfg.has_proj:   # dW_hr = Σ dhᵀ (o ⊙ tanh c)
+                m = workspace[d, ..., 3 * H:4 * H] * torch.tanh(workspace[d, ..., 4 * H:])
+                grads["w_hr"] = g["dh_proj"][d].reshape(T * B, Hr).t() @ m.reshape(T * B, H)
             dweights += [grads[k].to(w.dtype) for k, w in dirs[d].items()]
             first = g["dg_hid"][d, _first_times(lens, d), rows]                   # [B, G*H]
             dh0_d = first @ w_hh[d].float()
@@ -145,6 +151,10 @@ class TritonStepBackend:
         dh0 = torch.stack(dh0).to(h0.dtype)
         dc0 = g["dc"].to(c0.dtype) if cfg.has_cell_state else x.new_empty(0)
         return dx.to(x.dtype), dh0, dc0, dweights
+
+
+def _projection(cfg, dirs):
+    return {"w_hr": torch.stack([p["w_hr"] for p in dirs]).contiguous()} if cfg.has_proj else {}
 
 
 def _b_hh_kernel(kern, cfg, dirs, H, x):

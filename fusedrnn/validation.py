@@ -37,8 +37,9 @@ def check_state_tensors(input, states):
     """Device and dtype agreement of the initial states with the input.
 
     torch has no Python-level check for these; its kernels fail with messages that differ per
-    device and cell (e.g. "get_mkldnn_dtype: unsupported data type" for a float64 ``h0`` with a
-    float32 LSTM on CPU). We raise the same type, RuntimeError, with one clear text instead.
+    device and cell (e.g. "get_mkldnn_dtype: unsupported data type" for a float32 ``h0`` with a
+    float64 LSTM on CPU), and its CPU LSTM even casts a mismatched ``c0`` silently. We raise the
+    type torch raises for ``h0``, RuntimeError, with one clear text, for every state.
     """
     for s in states:
         if s.device != input.device:

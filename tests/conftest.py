@@ -1,7 +1,15 @@
-"""Shared test machinery: the tolerance table, NaN poisoning, the ``cuda`` marker."""
+"""Shared test machinery: the tolerance table, NaN poisoning, the ``cuda`` marker, and the
+Triton interpreter on machines without a GPU."""
+
+import os
 
 import pytest
 import torch
+
+# Triton decides at decoration time whether a kernel is interpreted, so this must happen
+# before any kernel module is imported. With a GPU the kernels compile for real.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import fusedrnn.allocation
 

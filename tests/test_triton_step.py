@@ -1,0 +1,156 @@
+"""``backend="triton-step"`` against the float64 reference: outputs and every gradient.
+
+Without a GPU the kernels run in the Triton interpreter on CPU tensors (tiny shapes: the
+interpreter costs milliseconds per program per step). With a GPU the ``cuda`` tests run the
+same comparison at realistic sizes.
+"""
+
+import pytest
+import torch
+
+import fusedrnn
+from cases import CELLS, FORMS, make_inputs, outputs_and_grads, random_config, twin_modules
+from conftest import TOLERANCES, assert_rel_close, rel_err
+
+INTERPRETER_DTYPES = [torch.float32, torch.float16]
+
+
+def _compare_to_reference(cfg, dtype, device, seed=0):
+    """Run triton-step in ``dtype`` and the reference in float64 on the same (rounded) weights
+    and inputs; compare outputs and all gradients with the dtype's tolerance."""
+    ref, ours = twin_modules(cfg, "reference", dtype=torch.float64)
+    ours = CELLS[cfg["cell"]][1](cfg["In"], cfg["H"], **_ctor_kwargs(cfg), backend="triton-step")
+    ours = ours.to(device, dtype)
+    ours.load_state_dict({k: v.to(dtype) for k, v in ref.state_dict().items()})
+    ref.load_state_dict({k: v.to(dtype).double() for k, v in ref.state_dict().items()})
+    fused_cls = CELLS[cfg["cell"]][1]
+    oracle = fused_cls(cfg["In"], cfg["H"], **_ctor_kwargs(cfg), backend="reference").double()
+    oracle.load_state_dict(ref.state_dict())
+
+    inp64, hx64, leaves64 = make_inputs(cfg, dtype=torch.float64, seed=seed)
+    inp, hx, leaves = make_inputs(cfg, dtype=dtype, device=device, seed=seed)
+    # The oracle sees exactly the low-precision values the kernel sees.
+    with torch.no_grad():
+        for lo, hi in zip(leaves, leaves64):
+            hi.copy_(lo.double().cpu())
+    want_outs, want_grads = outputs_and_grads(oracle, inp64, hx64, leaves64)
+    got_outs, got_grads = outputs_and_grads(ours, inp, hx, leaves)
+    for i, (a, b) in enumerate(zip(got_outs, want_outs)):
+        assert a.dtype == dtype
+        assert_rel_close(a, b, dtype, f"{cfg} output {i}")
+    assert got_grads.keys() == want_grads.keys()
+    for name in want_grads:
+        assert got_grads[name].dtype == dtype, name
+        assert_rel_close(got_grads[name], want_grads[name], dtype, f"{cfg} grad {name}")
+
+
+def _ctor_kwargs(cfg):
+    return dict(num_layers=cfg["layers"], bias=cfg["bias"], bidirectional=cfg["bidirectional"],
+                batch_first=cfg["form"] == "batch_first", **CELLS[cfg["cell"]][2])
+
+
+def _tiny(cfg):
+    # The interpreter runs every program of every step in Python: keep the stack small.
+    return {**cfg, "layers": min(cfg["layers"], 2)}
+
+
+@pytest.mark.parametrize("dtype", INTERPRETER_DTYPES, ids=str)
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("cell", CELLS)
+def test_interpreter_matches_reference(cell, form, dtype):
+    if torch.cuda.is_available():
+        pytest.skip("interpreter test; the cuda tests cover this machine")
+    seed = sum(map(ord, cell + form))
+    _compare_to_reference(_tiny(random_config(cell, form, seed)), dtype, "cpu", seed)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_interpreter_edge_sizes(cell):
+    """T=1, B=1, hidden sizes that are not powers of two, bidirectional with h0, no bias."""
+    if torch.cuda.is_available():
+        pytest.skip("interpreter test; the cuda tests cover this machine")
+    for T, B, H in [(1, 1, 3), (3, 1, 7), (1, 2, 5)]:
+        cfg = dict(cell=cell, form="time_major", T=T, B=B, In=2, H=H, layers=1,
+                   bidirectional=True, bias=False, with_h0=True)
+        _compare_to_reference(cfg, torch.float32, "cpu")
+
+
+def test_interpreter_module_parity_with_torch_nn_float32():
+    """The issue's acceptance check: triton-step vs torch.nn in float32 on packed input."""
+    if torch.cuda.is_available():
+        pytest.skip("interpreter test")
+    for cell in CELLS:
+        cfg = dict(cell=cell, form="packed", T=5, B=3, In=3, H=5, layers=2, bidirectional=True,
+                   bias=True, with_h0=True)
+        ref, _ = twin_modules(cfg, "torch", dtype=torch.float32)
+        ours = CELLS[cell][1](3, 5, **_ctor_kwargs(cfg), backend="triton-step")
+        ours.load_state_dict(ref.state_dict())
+        inp, hx, leaves = make_inputs(cfg, dtype=torch.float32)
+        want_outs, want_grads = outputs_and_grads(ref, inp, hx, leaves)
+        got_outs, got_grads = outputs_and_grads(ours, inp, hx, leaves)
+        for a, b in zip(got_outs, want_outs):
+            assert rel_err(a, b) <= 2e-4
+        for name in want_grads:
+            assert rel_err(got_grads[name], want_grads[name]) <= 2e-4, (cell, name)
+
+
+def test_unsupported_dtype_and_device_raise_value_error():
+    m = fusedrnn.GRU(3, 4, backend="triton-step").double()
+    with pytest.raises(ValueError, match="float64"):
+        m(torch.randn(2, 1, 3, dtype=torch.float64))
+
+
+def test_non_contiguous_input_and_state():
+    if torch.cuda.is_available():
+        pytest.skip("interpreter test")
+    cfg = dict(cell="lstm", form="batch_first", T=3, B=2, In=3, H=5, layers=1,
+               bidirectional=True, bias=True, with_h0=False)
+    ref, _ = twin_modules(cfg, "reference")
+    ours = fusedrnn.LSTM(3, 5, batch_first=True, bidirectional=True, backend="triton-step")
+    ours.load_state_dict({k: v.float() for k, v in ref.state_dict().items()})
+    x = torch.randn(3, 2, 6, dtype=torch.float64)[:, :, ::2].transpose(0, 1)   # strided view
+    h0 = torch.randn(2, 5, 2, dtype=torch.float64).transpose(1, 2)
+    c0 = torch.randn(2, 5, 2, dtype=torch.float64).transpose(1, 2)
+    want, (wh, wc) = ref(x, (h0, c0))
+    got, (gh, gc) = ours(x.float(), (h0.float(), c0.float()))
+    assert_rel_close(got, want, torch.float32, "output")
+    assert_rel_close(gh, wh, torch.float32, "h_n")
+    assert_rel_close(gc, wc, torch.float32, "c_n")
+
+
+# ----------------------------------------------------------------------------- CUDA sizes
+
+CUDA_SIZES = [  # (T, B, In, H)
+    (1, 1, 7, 33),
+    (37, 5, 48, 100),
+    (64, 256, 256, 256),
+    (512, 16, 128, 1024),
+]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("T,B,In,H", CUDA_SIZES)
+@pytest.mark.parametrize("cell", ["lstm", "lstm_proj", "gru", "rnn_tanh", "rnn_relu"])
+def test_cuda_matches_reference(cell, T, B, In, H, dtype, monkeypatch):
+    # fp32 parity is judged against IEEE fp32 accumulation; TF32 (cuDNN's default) is
+    # a 10-bit-mantissa product and has its own, looser budget in the bf16 row.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    if T * B * H > 512 * 16 * 1024 // 2 and cell != "lstm":
+        pytest.skip("largest size is run for the LSTM only (reference cost)")
+    cfg = dict(cell=cell, form="packed" if B > 1 else "time_major", T=T, B=B, In=In, H=H,
+               layers=1, bidirectional=True, bias=True, with_h0=True)
+    _compare_to_reference(cfg, dtype, "cuda")
+
+
+@pytest.mark.cuda
+def test_cuda_follows_tf32_flag():
+    cfg = dict(cell="gru", form="time_major", T=8, B=4, In=64, H=128, layers=1,
+               bidirectional=False, bias=True, with_h0=False)
+    _, ours = twin_modules(cfg, "triton-step", dtype=torch.float32, device="cuda")
+    x = torch.randn(8, 4, 64, device="cuda")
+    with torch.backends.cudnn.flags(allow_tf32=False):
+        ieee, _ = ours(x)
+    with torch.backends.cudnn.flags(allow_tf32=True):
+        tf32, _ = ours(x)
+    assert rel_err(tf32, ieee) <= TOLERANCES[torch.bfloat16]
