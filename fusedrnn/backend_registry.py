@@ -29,7 +29,7 @@ def check_name(name):
     raise ValueError(f"unknown backend {name!r}; choose from {', '.join(repr(n) for n in NAMES)}")
 
 
-def resolve(name, cfg, x):
+def resolve(name, cfg, x, weights):
     """The backend object that runs ``cfg`` on ``x`` for the requested ``name``.
 
     ``"auto"`` picks the fastest backend that supports the layer on ``x``'s device; with no
@@ -41,6 +41,8 @@ def resolve(name, cfg, x):
         return AVAILABLE["torch"]
     backend = AVAILABLE[name]
     reason = backend.unsupported_reason(cfg, x)
+    if reason is None and hasattr(backend, "unsupported_weights_reason"):
+        reason = backend.unsupported_weights_reason(cfg, weights)
     if reason is not None:
         raise ValueError(f"backend {name!r} cannot run this layer: {reason}")
     return backend

@@ -71,6 +71,14 @@ class TritonStepBackend:
             return f"dtype {x.dtype} is not supported (float32, float16, bfloat16)"
         return None
 
+    def unsupported_weights_reason(self, cfg, weights):
+        # Activation and gradient offsets are int64 in the kernels; offsets *within* one
+        # direction's W_hh / W_hr stay int32, which caps G*H*Hr below 2³¹ (H ≈ 23k for an LSTM).
+        H, Hr = cfg.hidden_sizes(weights)
+        if max(cfg.gates * H * Hr, Hr * H) >= 2**31:
+            return f"a recurrent weight with {cfg.gates * H * Hr} elements exceeds int32 offsets"
+        return None
+
     def workspace_spec(self, cfg, x, hidden_size):
         T, B, _ = x.shape
         cols = _kernels(cfg.mode).WORKSPACE_COLUMNS

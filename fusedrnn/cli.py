@@ -23,7 +23,7 @@ def quickstart(args):
     baseline.load_state_dict(model.state_dict())
     x = torch.randn(args.batch, args.seq_len, args.input, device=device)
     cfg = LayerConfig("LSTM", False, True, False)
-    ran = backend_registry.resolve(args.backend, cfg, x.transpose(0, 1)).name
+    ran = backend_registry.resolve(args.backend, cfg, x.transpose(0, 1), model._flat_weights).name
 
     start = time.perf_counter()
     out, (h_n, c_n) = model(x)

@@ -151,8 +151,9 @@ def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout,
         x, states, weights = x.to(low), [s.to(low) for s in states], [w.to(low) for w in weights]
     validation.check_state_tensors(x, states)
     validation.check_weights_device(x, weights)
+    validation.check_weights_dtype(weights)
 
-    backend_obj = backend_registry.resolve(backend, cfg, x)
+    backend_obj = backend_registry.resolve(backend, cfg, x, weights)
 
     # --- the stack ---------------------------------------------------------------------------
     h_out, c_out = [], []

@@ -61,3 +61,13 @@ def check_weights_device(input, weights):
                 "Input and parameter tensors are not at the same device, found input tensor at "
                 f"{input.device} and parameter tensor at {w.device}"
             )
+
+
+def check_weights_dtype(weights):
+    """One dtype for all of a stack's weights. torch checks only the first (its kernels then fail
+    with device-dependent texts, RuntimeError on CPU); the kernels here would silently promote."""
+    dtypes = {w.dtype for w in weights}
+    if len(dtypes) > 1:
+        raise RuntimeError(
+            f"RNN weights must all have one dtype, got {', '.join(sorted(map(str, dtypes)))}"
+        )

@@ -332,3 +332,17 @@ def test_triton_step_refuses_what_it_cannot_run(cls):
     m = getattr(fusedrnn, cls)(IN, H, backend="triton-step").double()
     with pytest.raises(ValueError, match="triton-step.*float64"):
         m(randn(T, B, IN))
+
+
+@pytest.mark.parametrize("backend", BACKENDS + ["triton-step"])
+def test_mixed_weight_dtypes_raise_runtime_error_like_torch(backend):
+    """torch raises RuntimeError from its kernel (text varies by device); so does fusedrnn,
+    naming the dtypes, before any kernel could silently promote them."""
+    ref, ours = twins("lstm", "reference", dtype=torch.float32)
+    ours.backend = backend
+    for m in (ref, ours):
+        m.weight_hh_l1.data = m.weight_hh_l1.data.double()
+    inp = randn(T, B, IN, dtype=torch.float32)
+    assert outcome(lambda: ref(inp))[0] is RuntimeError
+    with pytest.raises(RuntimeError, match="one dtype.*float32.*float64"):
+        ours(inp)

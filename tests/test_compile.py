@@ -20,7 +20,7 @@ class Tagger(torch.nn.Module):
         return self.head(y).square().mean() + h.square().mean()
 
 
-@pytest.mark.parametrize("backend", ["auto", "reference"])
+@pytest.mark.parametrize("backend", ["auto", "reference", "triton-step"])
 @pytest.mark.parametrize("cls", [fusedrnn.LSTM, fusedrnn.GRU])
 def test_compile_fullgraph_forward_and_backward(cls, backend):
     torch._dynamo.reset()

@@ -154,3 +154,21 @@ def test_cuda_follows_tf32_flag():
     with torch.backends.cudnn.flags(allow_tf32=True):
         tf32, _ = ours(x)
     assert rel_err(tf32, ieee) <= TOLERANCES[torch.bfloat16]
+
+
+@pytest.mark.cuda
+def test_cuda_offsets_beyond_int32():
+    """T*B*4H = 2³¹·1.0: activation offsets need int64. Forward against cuDNN (the reference
+    would take hours at this size); bf16 tolerance because both run in bf16."""
+    T, B, In, H = 2048, 256, 64, 1024
+    assert T * B * 4 * H >= 2**31
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(In, H).cuda().bfloat16()
+    ours = fusedrnn.LSTM(In, H, backend="triton-step").cuda().bfloat16()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(T, B, In, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        want, (wh, wc) = ref(x)
+        got, (gh, gc) = ours(x)
+    for a, b, what in [(got, want, "y"), (gh, wh, "h_n"), (gc, wc, "c_n")]:
+        assert_rel_close(a, b, torch.bfloat16, what)

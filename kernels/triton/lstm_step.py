@@ -41,7 +41,7 @@ def lstm_step_fwd_kernel(
     HAS_PROJ: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
     DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    d = tl.program_id(2)
+    d = tl.program_id(2).to(tl.int64)  # int64 offsets from here on: T*B*G*H can pass 2³¹
     o_b, m_b, t, t_prev, _, _ = step_rows(s, p_len, n_active, d, BB)
     o_j = tl.program_id(1) * BH + tl.arange(0, BH)
     m_j = o_j < H
@@ -83,7 +83,7 @@ def lstm_proj_fwd_kernel(
     DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """Projection at step s: ``y[t, b, d, p] = (o ⊙ tanh c)[b, :] @ W_hr[d, p, :]ᵀ``, tile over p."""
-    d = tl.program_id(2)
+    d = tl.program_id(2).to(tl.int64)  # int64 offsets from here on: T*B*G*H can pass 2³¹
     o_b, m_b, t, _, _, _ = step_rows(s, p_len, n_active, d, BB)
     o_p = tl.program_id(1) * BH + tl.arange(0, BH)
     m_p = o_p < P
@@ -113,7 +113,7 @@ def lstm_proj_bwd_dh_kernel(
 ):
     """With a projection, ∂L/∂h (width P) first: ``dh = dy + (last ? dh_n : dG[t_next] @ W_hh)``,
     stored to ``dh_all [D, T, B, P]`` for the gate kernel and for dW_hr after the loop."""
-    d = tl.program_id(2)
+    d = tl.program_id(2).to(tl.int64)  # int64 offsets from here on: T*B*G*H can pass 2³¹
     o_b, m_b, t, _, t_next, last = step_rows(s, p_len, n_active, d, BB)
     o_p = tl.program_id(1) * BH + tl.arange(0, BH)
     m_p = o_p < P
@@ -136,7 +136,7 @@ def lstm_step_bwd_kernel(
     HAS_PROJ: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
     DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    d = tl.program_id(2)
+    d = tl.program_id(2).to(tl.int64)  # int64 offsets from here on: T*B*G*H can pass 2³¹
     o_b, m_b, t, t_prev, t_next, last = step_rows(s, p_len, n_active, d, BB)
     o_j = tl.program_id(1) * BH + tl.arange(0, BH)
     m_j = o_j < H

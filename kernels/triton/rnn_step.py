@@ -32,7 +32,7 @@ def rnn_step_fwd_kernel(
     RELU: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
     DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    d = tl.program_id(2)
+    d = tl.program_id(2).to(tl.int64)  # int64 offsets from here on: T*B*G*H can pass 2³¹
     o_b, m_b, t, t_prev, _, _ = step_rows(s, p_len, n_active, d, BB)
     o_j = tl.program_id(1) * BH + tl.arange(0, BH)
     m_j = o_j < H
@@ -54,7 +54,7 @@ def rnn_step_bwd_kernel(
     RELU: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
     DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    d = tl.program_id(2)
+    d = tl.program_id(2).to(tl.int64)  # int64 offsets from here on: T*B*G*H can pass 2³¹
     o_b, m_b, t, _, t_next, last = step_rows(s, p_len, n_active, d, BB)
     o_j = tl.program_id(1) * BH + tl.arange(0, BH)
     m_j = o_j < H
