@@ -1,7 +1,9 @@
 """``python -m fusedrnn``: the command line.
 
-``quickstart`` runs a fusedrnn LSTM forward and backward on random data, prints the shapes,
-the backend that ran, and its agreement with ``torch.nn.LSTM`` holding the same weights.
+``demo`` trains a character-level language model with fusedrnn and with ``torch.nn`` side by
+side and samples text (see :mod:`fusedrnn.demo`). ``quickstart`` runs a fusedrnn LSTM forward
+and backward on random data, prints the shapes, the backend that ran, and its agreement with
+``torch.nn.LSTM`` holding the same weights.
 """
 
 import argparse
@@ -9,7 +11,7 @@ import time
 
 import torch
 
-from . import backend_registry
+from . import backend_registry, benchmark, demo
 from .layer_config import LayerConfig
 from .modules import LSTM
 
@@ -57,5 +59,11 @@ def main(argv=None):
     q.add_argument("--hidden", type=int, default=32)
     q.add_argument("--layers", type=int, default=2)
     q.set_defaults(run=quickstart)
+    d = sub.add_parser("demo", help="train a character-level language model, fusedrnn vs torch.nn")
+    demo.add_arguments(d)
+    d.set_defaults(run=demo.run)
+    b = sub.add_parser("bench", help="run the throughput grid: table, JSON and plot")
+    benchmark.add_arguments(b)
+    b.set_defaults(run=benchmark.run)
     args = parser.parse_args(argv)
-    args.run(args)
+    return args.run(args)
