@@ -1,0 +1,1 @@
+"""Data shipped with fusedrnn: the demo's training text (see README.md here)."""
