@@ -37,7 +37,7 @@ def _run_forward(cfg, x, lengths, h0, c0, weights):
 class ReferenceBackend:
     name = "reference"
 
-    def unsupported_reason(self, cfg, x):
+    def unsupported_reason(self, cfg, x, weights):
         return None
 
     def workspace_spec(self, cfg, x, hidden_size):

@@ -2,7 +2,7 @@
 
 Every backend implements the one-layer contract (see :mod:`fusedrnn.layer_op`):
 
-* ``unsupported_reason(cfg, x) -> str | None``: why it cannot run this layer, or None;
+* ``unsupported_reason(cfg, x, weights) -> str | None``: why it cannot run this layer, or None;
 * ``forward(cfg, x, lengths, h0, c0, weights) -> (y, h_n, c_n, workspace)``;
 * ``backward(cfg, x, lengths, h0, c0, weights, y, workspace, dy, dh_n, dc_n)
   -> (dx, dh0, dc0, dweights)``;
@@ -40,9 +40,7 @@ def resolve(name, cfg, x, weights):
     if name == "auto":
         return AVAILABLE["torch"]
     backend = AVAILABLE[name]
-    reason = backend.unsupported_reason(cfg, x)
-    if reason is None and hasattr(backend, "unsupported_weights_reason"):
-        reason = backend.unsupported_weights_reason(cfg, weights)
+    reason = backend.unsupported_reason(cfg, x, weights)
     if reason is not None:
         raise ValueError(f"backend {name!r} cannot run this layer: {reason}")
     return backend

@@ -41,7 +41,7 @@ def run(cfg, x, lengths, h0, c0, weights):
 class TorchBackend:
     name = "torch"
 
-    def unsupported_reason(self, cfg, x):
+    def unsupported_reason(self, cfg, x, weights):
         return None
 
     def workspace_spec(self, cfg, x, hidden_size):

@@ -62,16 +62,13 @@ def _h_prev_sequence(y_d, h0_d, lens, d):
 class TritonStepBackend:
     name = "triton-step"
 
-    def unsupported_reason(self, cfg, x):
+    def unsupported_reason(self, cfg, x, weights):
         from .kernels.triton.launch_common import interpreting
 
         if x.device.type != "cuda" and not interpreting():
             return "it needs CUDA tensors (CPU tensors only under TRITON_INTERPRET=1)"
         if x.dtype not in _SUPPORTED_DTYPES:
             return f"dtype {x.dtype} is not supported (float32, float16, bfloat16)"
-        return None
-
-    def unsupported_weights_reason(self, cfg, weights):
         # Activation and gradient offsets are int64 in the kernels; offsets *within* one
         # direction's W_hh / W_hr stay int32, which caps G*H*Hr below 2³¹ (H ≈ 23k for an LSTM).
         H, Hr = cfg.hidden_sizes(weights)
@@ -129,7 +126,7 @@ class TritonStepBackend:
             if lengths is not None else \
             (lambda shape: new_empty(shape, dtype=torch.float32, device=x.device))
         g = kern.backward(dy, dh_n, dc_n, w_hh, workspace, y, h0, c0, lens, n_active, alloc,
-                          _b_hh_kernel(kern, cfg, dirs, H, x), **_projection(cfg, dirs))
+                          **_projection(cfg, dirs))
         dg_in = g["dg_in"].view(D, T * B, G * H)
         dg_hid = g["dg_hid"].view(D, T * B, G * H)
 
@@ -164,6 +161,3 @@ class TritonStepBackend:
 def _projection(cfg, dirs):
     return {"w_hr": torch.stack([p["w_hr"] for p in dirs]).contiguous()} if cfg.has_proj else {}
 
-
-def _b_hh_kernel(kern, cfg, dirs, H, x):
-    return kern.split_biases(dirs, H, x)[1] if cfg.has_bias else None

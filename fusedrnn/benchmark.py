@@ -118,7 +118,9 @@ def unsupported(case, provider, device):
     if backend.startswith("triton") and interpreting():
         return "under TRITON_INTERPRET kernels run in Python: not kernel speed"
     cfg = LayerConfig(case.cell.upper(), case.bidirectional, True, False)
-    return backend_registry.AVAILABLE[backend].unsupported_reason(cfg, x)
+    G, H = GATES[cfg.mode], case.hidden_size
+    weights = [torch.empty(G * H, case.input_size, device="meta"), torch.empty(G * H, H, device="meta")]
+    return backend_registry.AVAILABLE[backend].unsupported_reason(cfg, x, weights)
 
 
 class Runner:

@@ -20,6 +20,12 @@ from .layer_config import GATES, LayerConfig
 from .layer_op import run_layer
 
 _NAMES = {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
+# Which cells torch's autocast runs in the lower precision (float64 never is). CPU: measured
+# on torch 2.13 (its CPU autocast list has lstm and rnn_tanh/relu, not gru). CUDA: every cell,
+# since all go through _cudnn_rnn, which is on the CUDA lower-precision list (not yet checked
+# on a GPU here).
+_AUTOCAST_MODES = {"cpu": {"LSTM", "RNN_TANH", "RNN_RELU"},
+                   "cuda": {"LSTM", "GRU", "RNN_TANH", "RNN_RELU"}}
 
 
 def lstm(input, hx, weights, *, num_layers=1, bias=True, batch_first=False, dropout=0.0,
@@ -146,7 +152,8 @@ def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout,
 
     # --- autocast: run in the autocast dtype, as torch's autocast does for _VF.lstm ---------
     device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):
+    if (torch.is_autocast_enabled(device_type) and mode in _AUTOCAST_MODES.get(device_type, ())
+            and x.dtype in (torch.float32, torch.float16, torch.bfloat16)):
         low = torch.get_autocast_dtype(device_type)
         x, states, weights = x.to(low), [s.to(low) for s in states], [w.to(low) for w in weights]
     validation.check_state_tensors(x, states)

@@ -27,11 +27,26 @@ import torch
 from . import backend_registry
 from .layer_config import LayerConfig
 
-_SCHEMA_CONFIG = "str mode, str backend, bool bidirectional, bool has_bias, bool has_proj"
-
-
 def _config(mode, bidirectional, has_bias, has_proj):
     return LayerConfig(mode, bidirectional, has_bias, has_proj)
+
+
+def _contiguous(*tensors):
+    # The kernels index raw memory: every tensor that reaches a backend is dense. Gradients in
+    # particular arrive with any strides (e.g. stride 0 from `c_n.sum()`).
+    return [None if t is None else t.contiguous() for t in tensors]
+
+
+def _check_lengths(lengths, x):
+    """The contract for ``lengths``: CPU int64 ``[B]``, each in [1, T], non-increasing."""
+    if lengths is None:
+        return
+    T, B = x.shape[0], x.shape[1]
+    if lengths.device.type != "cpu" or lengths.dtype != torch.int64 or lengths.shape != (B,):
+        raise ValueError(f"lengths must be a CPU int64 tensor of shape ({B},), got "
+                         f"{lengths.dtype} {tuple(lengths.shape)} on {lengths.device}")
+    if B and (lengths.min() < 1 or lengths.max() > T or (lengths[1:] > lengths[:-1]).any()):
+        raise ValueError(f"lengths must be non-increasing and within [1, {T}], got {lengths.tolist()}")
 
 
 @torch.library.custom_op("fusedrnn::layer_forward", mutates_args=())
@@ -41,6 +56,8 @@ def layer_forward(
     has_proj: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     cfg = _config(mode, bidirectional, has_bias, has_proj)
+    _check_lengths(lengths, x)
+    x, h0, c0, *weights = _contiguous(x, h0, c0, *weights)
     return backend_registry.AVAILABLE[backend].forward(cfg, x, lengths, h0, c0, weights)
 
 
@@ -64,6 +81,8 @@ def layer_backward(
     mode: str, backend: str, bidirectional: bool, has_bias: bool, has_proj: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     cfg = _config(mode, bidirectional, has_bias, has_proj)
+    dy, dh_n, dc_n, x, h0, c0, y, workspace, *weights = _contiguous(
+        dy, dh_n, dc_n, x, h0, c0, y, workspace, *weights)
     dx, dh0, dc0, dweights = backend_registry.AVAILABLE[backend].backward(
         cfg, x, lengths, h0, c0, weights, y, workspace, dy, dh_n, dc_n
     )
@@ -89,7 +108,7 @@ def _backward(ctx, dy, dh_n, dc_n, _dworkspace):
     mode = ctx.config[0]
     dc_n = dc_n if mode == "LSTM" else None
     dx, dh0, dc0, dweights = torch.ops.fusedrnn.layer_backward(
-        dy.contiguous(), dh_n.contiguous(), dc_n, x, lengths, h0, c0, weights, y, workspace,
+        dy, dh_n, dc_n, x, lengths, h0, c0, weights, y, workspace,
         *ctx.config,
     )
     return dx, None, dh0, (dc0 if c0 is not None else None), dweights, None, None, None, None, None
@@ -108,8 +127,7 @@ def run_layer(cfg, backend, x, lengths, h0, c0, weights):
         from .backend_torch import run
         return run(cfg, x, lengths, h0, c0, weights)
     y, h_n, c_n, _ = torch.ops.fusedrnn.layer_forward(
-        x.contiguous(), lengths, h0.contiguous(), None if c0 is None else c0.contiguous(),
-        [w.contiguous() for w in weights], cfg.mode, backend, cfg.bidirectional, cfg.has_bias,
+        x, lengths, h0, c0, list(weights), cfg.mode, backend, cfg.bidirectional, cfg.has_bias,
         cfg.has_proj,
     )
     return y, h_n, (c_n if cfg.has_cell_state else None)

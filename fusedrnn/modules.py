@@ -113,6 +113,10 @@ def _replacement(module, backend):
         setattr(new, name, getattr(module, name))
     new._init_flat_weights()
     new.train(module.training)
+    # Hooks registered on the torch module (forward, backward, state_dict ...) carry over.
+    for name, value in vars(module).items():
+        if name.startswith("_") and name.endswith("hooks") and isinstance(value, dict):
+            setattr(new, name, value)
     return new
 
 

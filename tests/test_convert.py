@@ -188,3 +188,12 @@ def test_convert_with_invalid_backend_raises_value_error(backend):
     assert {n: type(m) for n, m in model.named_modules()} == before
     with pytest.raises(ValueError):
         fusedrnn.convert(nn.LSTM(IN, H), backend=backend)
+
+
+def test_convert_keeps_hooks():
+    seen = []
+    model = torch.nn.Sequential(torch.nn.GRU(3, 4))
+    model[0].register_forward_hook(lambda mod, inp, out: seen.append(type(mod).__name__))
+    fusedrnn.convert(model)
+    model(torch.randn(2, 1, 3))
+    assert seen == ["GRU"] and isinstance(model[0], fusedrnn.GRU)

@@ -75,3 +75,24 @@ def test_zero_length_batch_runs():
     y, h_n, _, _ = torch.ops.fusedrnn.layer_forward(x, None, h0, None, weights, "GRU", "reference",
                                                     False, True, False)
     assert y.shape == (4, 0, 5) and h_n.shape == (1, 0, 5)
+
+
+@pytest.mark.parametrize("lengths", [[1, 3, 2], [4, 0, 0], [5, 1, 1]], ids=["increasing", "zero", "beyond_T"])
+def test_op_rejects_lengths_outside_its_contract(lengths):
+    cfg = LayerConfig("GRU", True, True, False)
+    x, _, h0, _, weights = _layer_inputs(cfg)
+    with pytest.raises(ValueError, match="lengths must be"):
+        torch.ops.fusedrnn.layer_forward(x, torch.tensor(lengths), h0, None, weights, "GRU",
+                                         "reference", True, True, False)
+
+
+def test_op_makes_strided_inputs_dense():
+    """The op is public: a transposed h0 handed to it directly still gives the right answer."""
+    cfg = LayerConfig("GRU", True, True, False)
+    x, _, h0, _, weights = _layer_inputs(cfg)
+    h0_strided = h0.detach().transpose(1, 2).contiguous().transpose(1, 2)
+    assert not h0_strided.is_contiguous()
+    want = torch_layer(cfg, x, None, h0, None, weights)[0]
+    got = torch.ops.fusedrnn.layer_forward(x, None, h0_strided, None, weights, "GRU", "reference",
+                                           True, True, False)[0]
+    assert_rel_close(got, want, torch.float64, "strided h0")

@@ -172,3 +172,47 @@ def test_cuda_offsets_beyond_int32():
         got, (gh, gc) = ours(x)
     for a, b, what in [(got, want, "y"), (gh, wh, "h_n"), (gc, wc, "c_n")]:
         assert_rel_close(a, b, torch.bfloat16, what)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "lstm_proj", "gru"])
+def test_broadcast_and_transposed_state_gradients(cell):
+    """``c_n.sum()`` hands backward a stride-0 gradient and a transposed read a permuted one;
+    the kernels must see dense tensors (this once gave inf/NaN weight gradients)."""
+    if torch.cuda.is_available():
+        pytest.skip("interpreter test")
+    cfg = dict(cell=cell, form="time_major", T=3, B=2, In=3, H=5, layers=2, bidirectional=True,
+               bias=True, with_h0=False)
+    ref, _ = twin_modules(cfg, "reference")
+    ours = CELLS[cell][1](3, 5, **_ctor_kwargs(cfg), backend="triton-step")
+    ours.load_state_dict({k: v.float() for k, v in ref.state_dict().items()})
+    x = torch.randn(3, 2, 3, dtype=torch.float64)
+    grads = []
+    for m, inp in ((ref, x), (ours, x.float())):
+        m.zero_grad()
+        out, hidden = m(inp)
+        h_n, c_n = hidden if isinstance(hidden, tuple) else (hidden, hidden)
+        loss = out.sum() + c_n.sum() + (h_n.transpose(0, 1).reshape(2, -1) ** 2).sum()
+        loss.backward()
+        grads.append({n: p.grad for n, p in m.named_parameters()})
+    for name in grads[0]:
+        assert_rel_close(grads[1][name], grads[0][name], torch.float32, name)
+
+
+def test_tanh_keeps_relative_accuracy_for_tiny_preactivations():
+    """2σ(2x)-1 alone loses relative accuracy near 0 (1e-3 at |x|≈1e-4); the kernels switch
+    to the Taylor series there."""
+    if torch.cuda.is_available():
+        pytest.skip("interpreter test")
+    for scale in (1e-2, 1e-4, 1e-6):
+        cfg = dict(cell="rnn_tanh", form="time_major", T=4, B=2, In=3, H=5, layers=1,
+                   bidirectional=False, bias=True, with_h0=False)
+        ref, _ = twin_modules(cfg, "reference")
+        with torch.no_grad():
+            for p in ref.parameters():
+                p.mul_(scale)
+        ours = fusedrnn.RNN(3, 5, backend="triton-step")
+        ours.load_state_dict({k: v.float() for k, v in ref.state_dict().items()})
+        x = torch.randn(4, 2, 3, dtype=torch.float64) * scale
+        want, _ = ref(x.float().double())
+        got, _ = ours(x.float())
+        assert_rel_close(got, want, torch.float32, f"scale {scale}")

@@ -29,7 +29,7 @@ GATES = 3
 WORKSPACE_COLUMNS = 4  # r z n ghn, in units of H
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["s", "n_active"])
 def gru_step_fwd_kernel(
     p_xproj, p_whh, p_bhn,
     p_h, sh_d, sh_t, sh_b,
@@ -67,7 +67,7 @@ def gru_step_fwd_kernel(
     tl.store(p_out, b_h.to(p_y.dtype.element_ty), mask=m)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["s", "n_active"])
 def gru_step_bwd_kernel(
     p_dy, p_dhn, p_whh, p_ws,
     p_h, sh_d, sh_t, sh_b,
@@ -136,12 +136,12 @@ def forward(xproj, w_hh, b_hn, h0, c0, lens, n_active, y, ws):
         )
 
 
-def backward(dy, dh_n, dc_n, w_hh, ws, y, h0, c0, lens, n_active, alloc, b_hn):
+def backward(dy, dh_n, dc_n, w_hh, ws, y, h0, c0, lens, n_active, alloc):
     """Backward step kernel for s = T-1 … 0. Returns ``dg_in``, ``dg_hid [D, T, B, 3H]`` and the
     direct-path carry ``[D, B, H]`` that ∂L/∂h0 adds to ``dg_hid[first] @ W_hh``."""
     D, T, B, _ = ws.shape
     H = w_hh.shape[2]
-    dot_fp32, precision = dot_mode(w_hh.dtype)
+    dot_fp32, precision = dot_mode(w_hh.dtype, backward=True)
     dgi, dgh, carry = alloc((D, T, B, 3 * H)), alloc((D, T, B, 3 * H)), alloc((D, B, H))
     for s in reversed(range(T)):
         if n_active[s] == 0:

@@ -15,12 +15,23 @@ def interpreting():
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def dot_mode(dtype):
-    """``(DOT_FP32, PRECISION)``: fp32 operands under the interpreter (its bf16 dot is wrong) and
-    for fp32 models; fp32 dots use TF32 exactly when cuDNN would (``cudnn.allow_tf32``)."""
-    fp32 = interpreting() or dtype == torch.float32
-    tf32 = dtype == torch.float32 and torch.backends.cudnn.allow_tf32 and not interpreting()
-    return fp32, ("tf32" if tf32 else "ieee")
+def dot_mode(dtype, backward=False):
+    """``(DOT_FP32, PRECISION)`` for the kernels' ``tl.dot``.
+
+    fp32 operands under the interpreter (its bf16 dot is wrong) and for fp32 models, where
+    TF32 is used exactly when cuDNN would use it (``cudnn.allow_tf32``). In fp16 *backward* the
+    dot's left operand is a gate gradient, which rounded to fp16 can underflow (< 6e-8) or
+    overflow (> 65504, reachable under GradScaler); it runs on fp32 operands with TF32 instead
+    (same 10-bit mantissa, fp32's range; the fp16 weight converts exactly). bf16 has fp32's
+    range, so its dots stay in bf16.
+    """
+    if interpreting():
+        return True, "ieee"
+    if dtype == torch.float32:
+        return True, ("tf32" if torch.backends.cudnn.allow_tf32 else "ieee")
+    if dtype == torch.float16 and backward:
+        return True, "tf32"
+    return False, "ieee"
 
 
 def state_operand(initial, sequence, s, D, B, width, column_offset=0, row_width=None):

@@ -32,7 +32,7 @@ GATES = 4
 WORKSPACE_COLUMNS = 5  # i f g o c, in units of H
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["s", "n_active"])
 def lstm_step_fwd_kernel(
     p_xproj, p_whh,
     p_h, sh_d, sh_t, sh_b,
@@ -76,7 +76,7 @@ def lstm_step_fwd_kernel(
         tl.store(p_out, (b_o * tanh(b_c)).to(p_y.dtype.element_ty), mask=m)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["s", "n_active"])
 def lstm_proj_fwd_kernel(
     p_ws, p_whr, p_y, p_len, s, n_active, T, B, H, P, D,
     BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
@@ -105,7 +105,7 @@ def lstm_proj_fwd_kernel(
     tl.store(p_out, acc.to(p_y.dtype.element_ty), mask=m_b[:, None] & m_p[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["s", "n_active"])
 def lstm_proj_bwd_dh_kernel(
     p_dy, p_dhn, p_whh, p_dg, p_dh, p_len, s, n_active, T, B, H, P, D,
     BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
@@ -128,7 +128,7 @@ def lstm_proj_bwd_dh_kernel(
     tl.store(p_dh + (((d * T + t) * B + o_b) * P)[:, None] + o_p[None, :], b_dh, mask=m)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["s", "n_active"])
 def lstm_step_bwd_kernel(
     p_dy, p_dhn, p_dcn, p_whh, p_ws,
     p_c, sc_d, sc_t, sc_b,
@@ -210,13 +210,13 @@ def forward(xproj, w_hh, b_hh, h0, c0, lens, n_active, y, ws, w_hr=None):
             )
 
 
-def backward(dy, dh_n, dc_n, w_hh, ws, y, h0, c0, lens, n_active, alloc, b_hh, w_hr=None):
+def backward(dy, dh_n, dc_n, w_hh, ws, y, h0, c0, lens, n_active, alloc, w_hr=None):
     """Run the backward step kernels for s = T-1 … 0. Returns ``dg_in = dg_hid [D, T, B, 4H]``
     (gate pre-activation gradients, fp32), ``dc [D, B, H]`` (∂L/∂c0 once the loop ends) and,
     with a projection, ``dh_proj [D, T, B, P]`` (∂L/∂h at every step, for dW_hr)."""
     D, T, B, _ = ws.shape
     H, Hr = w_hh.shape[1] // GATES, w_hh.shape[2]
-    dot_fp32, precision = dot_mode(w_hh.dtype)
+    dot_fp32, precision = dot_mode(w_hh.dtype, backward=True)
     dg = alloc((D, T, B, 4 * H))
     dc = alloc((D, B, H))
     dh_proj = alloc((D, T, B, Hr)) if w_hr is not None else None

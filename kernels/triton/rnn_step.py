@@ -24,7 +24,7 @@ GATES = 1
 WORKSPACE_COLUMNS = 0
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["s", "n_active"])
 def rnn_step_fwd_kernel(
     p_xproj, p_whh,
     p_h, sh_d, sh_t, sh_b,
@@ -48,7 +48,7 @@ def rnn_step_fwd_kernel(
     tl.store(p_out, b_h.to(p_y.dtype.element_ty), mask=m)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["s", "n_active"])
 def rnn_step_bwd_kernel(
     p_dy, p_dhn, p_whh, p_y, p_dg, p_len, s, n_active, T, B, H, D,
     RELU: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
@@ -92,11 +92,11 @@ def _make(relu):
                 RELU=relu, BB=BB, BH=BH, BK=BK, DOT_FP32=dot_fp32, PRECISION=precision,
             )
 
-    def backward(dy, dh_n, dc_n, w_hh, ws, y, h0, c0, lens, n_active, alloc, b_hh):
+    def backward(dy, dh_n, dc_n, w_hh, ws, y, h0, c0, lens, n_active, alloc):
         """Backward step kernel for s = T-1 … 0. Returns ``dg_in = dg_hid [D, T, B, H]``."""
         D, B, H = h0.shape
         T = len(n_active)
-        dot_fp32, precision = dot_mode(w_hh.dtype)
+        dot_fp32, precision = dot_mode(w_hh.dtype, backward=True)
         dg = alloc((D, T, B, H))
         for s in reversed(range(T)):
             if n_active[s] == 0:
