@@ -362,6 +362,10 @@ def readme_section(report, json_rel, png_rel):
     lines = [f"Measured on **{info['device']}**, {report['datetime'][:10]}, commit `{commit}` "
              f"([JSON]({json_rel}), [plot]({png_rel})). Median of the timed rounds; "
              "`vs torch.nn` is torch.nn's median over this one, measured in the same run.", ""]
+    if info["device"].startswith("cpu"):
+        lines += ["**CPU only — no GPU run is recorded yet.** These are the CPU providers on small "
+                  "sizes: `fusedrnn:torch` runs torch's own kernels, so its ratio is fusedrnn's "
+                  "Python overhead; the fused kernels are not timed without a GPU.", ""]
     for dtype, p in sorted(info.get("peaks", {}).items()):
         lines.append(f"Measured peaks ({dtype}): matmul {p['matmul_flops'] / 1e12:.2f} TFLOP/s, "
                      f"copy {p['copy_bytes_per_s'] / 1e9:.1f} GB/s.")
@@ -395,7 +399,7 @@ def run(args):
     root = Path(__file__).resolve().parents[1]
     bench_dir = root / "bench"
     if args.from_json:
-        json_path = Path(args.from_json)
+        json_path = Path(args.from_json).resolve()
         report = load(json_path)
         print(table(report))
         if args.update_readme:
