@@ -65,3 +65,16 @@ def test_gpu_grid_is_the_fixed_one():
                  "lstm-bf16-B32-T512-H512-L2-bi", "gru-bf16-B64-T1024-H768-packed",
                  "lstm-fp32-B16-T1024-H768"):
         assert must in ids
+
+
+def test_readme_section_is_generated_from_a_report(quick_run, tmp_path):
+    _, json_path = quick_run
+    report = B.load(json_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{B.README_START}\nold table\n{B.README_END}\noutro\n")
+    B.update_readme(readme, B.readme_section(report, "bench/results/x.json", "bench/results/x.png"))
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("intro") and text.endswith("outro\n")
+    assert "CPU only" in text and "| case | mode | provider |" in text
+    assert text.count("\n| ") >= len([b for b in report["benchmarks"]
+                                       if b["extra_info"]["mode"] in ("fwd", "fwdbwd")])
