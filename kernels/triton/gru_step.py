@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 
 from .launch_common import BB, BH, BK, dot_mode, grid, state_operand
-from .step_common import rows_dot, sigmoid, step_rows, tanh
+from .step_common import rows_dot, sigmoid, step_tile, tanh
 
 GATES = 3
 WORKSPACE_COLUMNS = 4  # r z n ghn, in units of H
@@ -37,11 +37,8 @@ def gru_step_fwd_kernel(
     HAS_BHN: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
     DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    d = tl.program_id(2).to(tl.int64)  # int64 offsets from here on: T*B*G*H can pass 2³¹
-    o_b, m_b, t, t_prev, _, _ = step_rows(s, p_len, n_active, d, BB)
-    o_j = tl.program_id(1) * BH + tl.arange(0, BH)
-    m_j = o_j < H
-    m = m_b[:, None] & m_j[None, :]
+    d, o_b, m_b, t, t_prev, _, _, o_j, m_j, m = step_tile(
+        s, p_len, n_active, H, BB, BH)
 
     o_h = d * sh_d + t_prev * sh_t + o_b * sh_b                                   # [BB]
     o_w = d * 3 * H * H + o_j * H                                                 # [BH]
@@ -75,11 +72,8 @@ def gru_step_bwd_kernel(
     BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
     DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    d = tl.program_id(2).to(tl.int64)  # int64 offsets from here on: T*B*G*H can pass 2³¹
-    o_b, m_b, t, t_prev, t_next, last = step_rows(s, p_len, n_active, d, BB)
-    o_j = tl.program_id(1) * BH + tl.arange(0, BH)
-    m_j = o_j < H
-    m = m_b[:, None] & m_j[None, :]
+    d, o_b, m_b, t, t_prev, t_next, last, o_j, m_j, m = step_tile(
+        s, p_len, n_active, H, BB, BH)
 
     o_gn = ((d * T + t_next) * B + o_b) * (3 * H)                                 # [BB]
     rec = rows_dot(tl.zeros([BB, BH], tl.float32), p_dgh, o_gn, m_b & (last == 0), 3 * H,

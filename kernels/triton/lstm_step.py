@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 
 from .launch_common import BB, BH, BK, dot_mode, grid, state_operand
-from .step_common import rows_dot, sigmoid, step_rows, tanh
+from .step_common import rows_dot, sigmoid, step_tile, tanh
 
 GATES = 4
 WORKSPACE_COLUMNS = 5  # i f g o c, in units of H
@@ -41,11 +41,8 @@ def lstm_step_fwd_kernel(
     HAS_PROJ: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
     DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    d = tl.program_id(2).to(tl.int64)  # int64 offsets from here on: T*B*G*H can pass 2³¹
-    o_b, m_b, t, t_prev, _, _ = step_rows(s, p_len, n_active, d, BB)
-    o_j = tl.program_id(1) * BH + tl.arange(0, BH)
-    m_j = o_j < H
-    m = m_b[:, None] & m_j[None, :]
+    d, o_b, m_b, t, t_prev, _, _, o_j, m_j, m = step_tile(
+        s, p_len, n_active, H, BB, BH)
 
     o_h = d * sh_d + t_prev * sh_t + o_b * sh_b                                   # [BB]
     o_x = (t * B + o_b) * (D * 4 * H) + d * 4 * H                                 # [BB]
@@ -83,10 +80,8 @@ def lstm_proj_fwd_kernel(
     DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """Projection at step s: ``y[t, b, d, p] = (o ⊙ tanh c)[b, :] @ W_hr[d, p, :]ᵀ``, tile over p."""
-    d = tl.program_id(2).to(tl.int64)  # int64 offsets from here on: T*B*G*H can pass 2³¹
-    o_b, m_b, t, _, _, _ = step_rows(s, p_len, n_active, d, BB)
-    o_p = tl.program_id(1) * BH + tl.arange(0, BH)
-    m_p = o_p < P
+    d, o_b, m_b, t, _, _, _, o_p, m_p, m = step_tile(
+        s, p_len, n_active, P, BB, BH)
     o_w = ((d * T + t) * B + o_b) * (5 * H)                                       # [BB]
     acc = tl.zeros([BB, BH], tl.float32)
     for k0 in range(0, H, BK):
@@ -102,7 +97,7 @@ def lstm_proj_fwd_kernel(
         else:
             acc = tl.dot(b_m.to(b_w.dtype), b_w, acc)
     p_out = p_y + ((t * B + o_b) * (D * P) + d * P)[:, None] + o_p[None, :]
-    tl.store(p_out, acc.to(p_y.dtype.element_ty), mask=m_b[:, None] & m_p[None, :])
+    tl.store(p_out, acc.to(p_y.dtype.element_ty), mask=m)
 
 
 @triton.jit(do_not_specialize=["s", "n_active"])
@@ -113,11 +108,8 @@ def lstm_proj_bwd_dh_kernel(
 ):
     """With a projection, ∂L/∂h (width P) first: ``dh = dy + (last ? dh_n : dG[t_next] @ W_hh)``,
     stored to ``dh_all [D, T, B, P]`` for the gate kernel and for dW_hr after the loop."""
-    d = tl.program_id(2).to(tl.int64)  # int64 offsets from here on: T*B*G*H can pass 2³¹
-    o_b, m_b, t, _, t_next, last = step_rows(s, p_len, n_active, d, BB)
-    o_p = tl.program_id(1) * BH + tl.arange(0, BH)
-    m_p = o_p < P
-    m = m_b[:, None] & m_p[None, :]
+    d, o_b, m_b, t, _, t_next, last, o_p, m_p, m = step_tile(
+        s, p_len, n_active, P, BB, BH)
     o_gn = ((d * T + t_next) * B + o_b) * (4 * H)
     rec = rows_dot(tl.zeros([BB, BH], tl.float32), p_dg, o_gn, m_b & (last == 0), 4 * H,
                    p_whh, d * 4 * H * P + o_p, m_p, P, BK, DOT_FP32, PRECISION)
@@ -136,11 +128,8 @@ def lstm_step_bwd_kernel(
     HAS_PROJ: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
     DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    d = tl.program_id(2).to(tl.int64)  # int64 offsets from here on: T*B*G*H can pass 2³¹
-    o_b, m_b, t, t_prev, t_next, last = step_rows(s, p_len, n_active, d, BB)
-    o_j = tl.program_id(1) * BH + tl.arange(0, BH)
-    m_j = o_j < H
-    m = m_b[:, None] & m_j[None, :]
+    d, o_b, m_b, t, t_prev, t_next, last, o_j, m_j, m = step_tile(
+        s, p_len, n_active, H, BB, BH)
     o_state = (d * B + o_b)[:, None] * H + o_j[None, :]                           # [BB, BH]
 
     if HAS_PROJ:

@@ -39,19 +39,25 @@ def tanh(x):
 
 
 @triton.jit
-def step_rows(s, p_len, n_active, d, BB: tl.constexpr):
-    """Rows of this program and their time positions at step ``s`` of direction ``d``.
+def step_tile(s, p_len, n_active, n_cols, BB: tl.constexpr, BN: tl.constexpr):
+    """The tile of program (batch tile, column tile, direction) at step ``s``.
 
-    Returns ``o_b [BB]`` row ids, ``m_b`` row mask, ``t`` time of step s, ``t_prev`` time of
-    the step before in processing order, ``t_next`` time of the step after, and ``last``:
-    whether s is the row's final forward step (its first in backward).
+    Returns ``d`` (direction, int64 so every offset built from it is int64: T*B*G*H can pass
+    2³¹), ``o_b [BB]`` row ids, ``m_b`` row mask, ``t`` time of step s, ``t_prev`` / ``t_next``
+    times of the steps before / after in processing order, ``last`` whether s is the row's
+    final forward step (its first in backward), ``o_n [BN]`` column ids, ``m_n`` their mask and
+    ``m [BB, BN]`` the tile mask.
     """
+    d = tl.program_id(2).to(tl.int64)
     o_b = tl.program_id(0) * BB + tl.arange(0, BB)
     m_b = o_b < n_active
     lens = tl.load(p_len + o_b, mask=m_b, other=1)
-    direction = tl.full([BB], 1, tl.int64) - 2 * d     # +1 forward, -1 reverse
+    direction = 1 - 2 * d                                 # +1 forward, -1 reverse
     t = tl.where(d == 0, s, lens - 1 - s).to(tl.int64)
-    return o_b, m_b, t, t - direction, t + direction, s == lens - 1
+    o_n = tl.program_id(1) * BN + tl.arange(0, BN)
+    m_n = o_n < n_cols
+    m = m_b[:, None] & m_n[None, :]
+    return d, o_b, m_b, t, t - direction, t + direction, s == lens - 1, o_n, m_n, m
 
 
 @triton.jit
