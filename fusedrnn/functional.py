@@ -80,7 +80,6 @@ def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout,
     input_size = weights[0].shape[1]
     hidden_size = weights[1].shape[0] // GATES[mode]
     real_hidden = proj_size if proj_size > 0 else hidden_size
-    per_layer = len(weights) // num_layers
     cfg = LayerConfig(mode, bidirectional, bias, proj_size > 0)
 
     # --- input forms -> padded time-major x, lengths, and how to undo it -------------------
@@ -162,38 +161,41 @@ def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout,
 
     backend_obj = backend_registry.resolve(backend, cfg, x, weights)
 
-    # --- the stack ---------------------------------------------------------------------------
-    h_out, c_out = [], []
-    layer_input = x
     with torch.autocast(device_type, enabled=False):
-        for layer in range(num_layers):
-            sl = slice(layer * D, (layer + 1) * D)
-            y, h_n, c_n = run_layer(
-                cfg, backend_obj.name, layer_input, lengths, states[0][sl],
-                states[1][sl] if is_lstm else None,
-                weights[layer * per_layer:(layer + 1) * per_layer],
-            )
-            h_out.append(h_n)
-            c_out.append(c_n)
-            if dropout > 0 and training and layer < num_layers - 1:
-                y = F.dropout(y, dropout, training=True)
-            layer_input = y
-    output = layer_input
-    hidden = torch.cat(h_out) if num_layers > 1 else h_out[0]
-    if is_lstm:
-        hidden = (hidden, torch.cat(c_out) if num_layers > 1 else c_out[0])
+        output, final_states = _run_stack(cfg, backend_obj.name, x, lengths, states, weights,
+                                          num_layers, dropout if training else 0.0)
 
     # --- back to the caller's form -----------------------------------------------------------
-    def unpermute(h):
-        return h if unsorted_indices is None else _apply_permutation(h, unsorted_indices)
-
-    hidden = tuple(unpermute(h) for h in hidden) if is_lstm else unpermute(hidden)
+    if unsorted_indices is not None:
+        final_states = [_apply_permutation(h, unsorted_indices) for h in final_states]
     if packed:
         out_data = pack_padded_sequence(output, lengths, enforce_sorted=True).data
-        return PackedSequence(out_data, batch_sizes, sorted_indices, unsorted_indices), hidden
-    if batch_first:
-        output = output.transpose(0, 1)
-    if not is_batched:
-        output = output.squeeze(batch_dim)
-        hidden = tuple(h.squeeze(1) for h in hidden) if is_lstm else hidden.squeeze(1)
-    return output, hidden
+        output = PackedSequence(out_data, batch_sizes, sorted_indices, unsorted_indices)
+    else:
+        if batch_first:
+            output = output.transpose(0, 1)
+        if not is_batched:
+            output = output.squeeze(batch_dim)
+            final_states = [h.squeeze(1) for h in final_states]
+    return output, (tuple(final_states) if is_lstm else final_states[0])
+
+
+def _run_stack(cfg, backend, x, lengths, states, weights, num_layers, dropout):
+    """Layer after layer on padded time-major ``x``; ``F.dropout`` between layers when
+    ``dropout > 0``. ``states`` is ``[h0]`` or ``[h0, c0]`` over all layers; returns
+    ``(output, [h_n] or [h_n, c_n])``."""
+    D = cfg.directions
+    per_layer = len(weights) // num_layers
+    finals = [[] for _ in states]
+    layer_input = x
+    for layer in range(num_layers):
+        sl = slice(layer * D, (layer + 1) * D)
+        y, h_n, c_n = run_layer(cfg, backend, layer_input, lengths, states[0][sl],
+                                states[1][sl] if cfg.has_cell_state else None,
+                                weights[layer * per_layer:(layer + 1) * per_layer])
+        for final, state in zip(finals, (h_n, c_n)):
+            final.append(state)
+        if dropout > 0 and layer < num_layers - 1:
+            y = F.dropout(y, dropout, training=True)
+        layer_input = y
+    return layer_input, [torch.cat(f) if num_layers > 1 else f[0] for f in finals]
