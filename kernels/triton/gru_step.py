@@ -136,7 +136,10 @@ def backward(dy, dh_n, dc_n, w_hh, ws, y, h0, c0, lens, n_active, alloc):
     D, T, B, _ = ws.shape
     H = w_hh.shape[2]
     dot_fp32, precision = dot_mode(w_hh.dtype, backward=True)
-    dgi, dgh, carry = alloc((D, T, B, 3 * H)), alloc((D, T, B, 3 * H)), alloc((D, B, H))
+    dgi, dgh = alloc((D, T, B, 3 * H)), alloc((D, T, B, 3 * H))
+    # A row's first backward step reads the carry only in tl.where's discarded branch; zeros
+    # keep that branch finite (the interpreter warned about NaN arithmetic there).
+    carry = torch.zeros((D, B, H), dtype=torch.float32, device=ws.device)
     for s in reversed(range(T)):
         if n_active[s] == 0:
             continue

@@ -207,7 +207,7 @@ def backward(dy, dh_n, dc_n, w_hh, ws, y, h0, c0, lens, n_active, alloc, w_hr=No
     H, Hr = w_hh.shape[1] // GATES, w_hh.shape[2]
     dot_fp32, precision = dot_mode(w_hh.dtype, backward=True)
     dg = alloc((D, T, B, 4 * H))
-    dc = alloc((D, B, H))
+    dc = torch.zeros((D, B, H), dtype=torch.float32, device=ws.device)   # see gru_step.backward
     dh_proj = alloc((D, T, B, Hr)) if w_hr is not None else None
     for s in reversed(range(T)):
         if n_active[s] == 0:
