@@ -11,11 +11,13 @@ Every backend implements the one-layer contract (see :mod:`fusedrnn.layer_op`):
 
 from .backend_reference import ReferenceBackend
 from .backend_torch import TorchBackend
+from .backend_triton_persistent import TritonPersistentBackend
 from .backend_triton_step import TritonStepBackend
 
-AVAILABLE = {b.name: b for b in (ReferenceBackend(), TorchBackend(), TritonStepBackend())}
+AVAILABLE = {b.name: b for b in (ReferenceBackend(), TorchBackend(), TritonStepBackend(),
+                                 TritonPersistentBackend())}
 # Names DESIGN.md reserves for kernel families that this build does not ship yet.
-PLANNED = ("triton-persistent", "cupy-persistent", "cupy-step")
+PLANNED = ("cupy-persistent", "cupy-step")
 NAMES = ("auto",) + tuple(AVAILABLE)
 
 

@@ -25,7 +25,7 @@ from .layer_config import GATES
 _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def _kernels(mode):
+def _step_kernels(mode):
     # Imported on first use: the Triton modules must be imported after TRITON_INTERPRET is set.
     from .kernels.triton import gru_step, lstm_step, rnn_step
 
@@ -62,6 +62,11 @@ def _h_prev_sequence(y_d, h0_d, lens, d):
 class TritonStepBackend:
     name = "triton-step"
 
+    def _kernels(self, mode):
+        """The cell's kernel module: ``forward``/``backward`` launchers over the whole sequence,
+        ``split_biases``, ``GATES``, ``WORKSPACE_COLUMNS``."""
+        return _step_kernels(mode)
+
     def unsupported_reason(self, cfg, x, weights):
         from .kernels.triton.launch_common import interpreting
 
@@ -78,12 +83,12 @@ class TritonStepBackend:
 
     def workspace_spec(self, cfg, x, hidden_size):
         T, B, _ = x.shape
-        cols = _kernels(cfg.mode).WORKSPACE_COLUMNS
+        cols = self._kernels(cfg.mode).WORKSPACE_COLUMNS
         shape = (cfg.directions, T, B, cols * hidden_size) if cols else (0,)
         return shape, torch.float32
 
     def forward(self, cfg, x, lengths, h0, c0, weights):
-        kern = _kernels(cfg.mode)
+        kern = self._kernels(cfg.mode)
         T, B, In = x.shape
         D, G = cfg.directions, GATES[cfg.mode]
         dirs = cfg.split_weights(weights)
@@ -114,7 +119,7 @@ class TritonStepBackend:
         return y, h_n.contiguous(), c_n, ws
 
     def backward(self, cfg, x, lengths, h0, c0, weights, y, workspace, dy, dh_n, dc_n):
-        kern = _kernels(cfg.mode)
+        kern = self._kernels(cfg.mode)
         T, B, In = x.shape
         D, G = cfg.directions, GATES[cfg.mode]
         dirs = cfg.split_weights(weights)

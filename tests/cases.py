@@ -5,6 +5,8 @@ import random
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
+from conftest import assert_rel_close
+
 import fusedrnn
 
 CELLS = {  # name -> (torch class, fusedrnn class, extra constructor kwargs)
@@ -100,3 +102,37 @@ def outputs_and_grads(module, inp, hx, leaves, seed=1):
     grads = [t.grad for t in leaves] + [p.grad for _, p in module.named_parameters()]
     names = [f"input{i}" for i in range(len(leaves))] + [n for n, _ in module.named_parameters()]
     return [o.detach() for o in outs], dict(zip(names, grads))
+
+
+def compare_to_reference(backend, cfg, dtype, device, seed=0):
+    """Run ``backend`` in ``dtype`` and the reference in float64 on the same (rounded) weights
+    and inputs; compare outputs and all gradients with the dtype's tolerance."""
+    ref, _ = twin_modules(cfg, "reference", dtype=torch.float64)
+    ours = CELLS[cfg["cell"]][1](cfg["In"], cfg["H"], **ctor_kwargs(cfg), backend=backend)
+    ours = ours.to(device, dtype)
+    ours.load_state_dict({k: v.to(dtype) for k, v in ref.state_dict().items()})
+    ref.load_state_dict({k: v.to(dtype).double() for k, v in ref.state_dict().items()})
+    fused_cls = CELLS[cfg["cell"]][1]
+    oracle = fused_cls(cfg["In"], cfg["H"], **ctor_kwargs(cfg), backend="reference").double()
+    oracle.load_state_dict(ref.state_dict())
+
+    inp64, hx64, leaves64 = make_inputs(cfg, dtype=torch.float64, seed=seed)
+    inp, hx, leaves = make_inputs(cfg, dtype=dtype, device=device, seed=seed)
+    # The oracle sees exactly the low-precision values the kernel sees.
+    with torch.no_grad():
+        for lo, hi in zip(leaves, leaves64):
+            hi.copy_(lo.double().cpu())
+    want_outs, want_grads = outputs_and_grads(oracle, inp64, hx64, leaves64)
+    got_outs, got_grads = outputs_and_grads(ours, inp, hx, leaves)
+    for i, (a, b) in enumerate(zip(got_outs, want_outs)):
+        assert a.dtype == dtype
+        assert_rel_close(a, b, dtype, f"{cfg} output {i}")
+    assert got_grads.keys() == want_grads.keys()
+    for name in want_grads:
+        assert got_grads[name].dtype == dtype, name
+        assert_rel_close(got_grads[name], want_grads[name], dtype, f"{cfg} grad {name}")
+
+
+def ctor_kwargs(cfg):
+    return dict(num_layers=cfg["layers"], bias=cfg["bias"], bidirectional=cfg["bidirectional"],
+                batch_first=cfg["form"] == "batch_first", **CELLS[cfg["cell"]][2])

@@ -1,19 +1,28 @@
-"""Compile every Triton step kernel to sm_90 PTX without a GPU (run in a subprocess by
+"""Compile every Triton kernel to sm_90 without a GPU (run in a subprocess by
 ``test_ptx_compile.py``; TRITON_INTERPRET must be off so the kernels are real JIT functions).
 
 Usage: ``python ptx_compile.py fp32|fp16|bf16`` prints one line per kernel variant:
-``<kernel> <constexprs> <bytes of PTX>``.
+``<kernel> <constexprs> <bytes of PTX> <registers> <stack bytes>``, the last two read from
+the cubin by Triton's bundled cuobjdump (stack > 0 means register spills).
 """
 
 import itertools
+import os
+import re
+import subprocess
 import sys
+import tempfile
 
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from fusedrnn.kernels.triton import gru_step, lstm_step, rnn_step
+from fusedrnn.kernels.triton import (gru_persistent, gru_step, lstm_persistent, lstm_step,
+                                     rnn_persistent, rnn_step)
 from fusedrnn.kernels.triton.launch_common import BB, BH, BK
+from fusedrnn.kernels.triton.persistent_common import padded_hidden
+
+CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 
 FP32_BUFFERS = {"p_ws", "p_dg", "p_dgi", "p_dgh", "p_dc", "p_carry", "p_dh", "p_c"}
 
@@ -26,6 +35,16 @@ KERNELS = [  # (kernel, extra constexpr choices)
     (gru_step.gru_step_bwd_kernel, {}),
     (rnn_step.rnn_step_fwd_kernel, {"RELU": (False, True)}),
     (rnn_step.rnn_step_bwd_kernel, {"RELU": (False, True)}),
+]
+# Persistent kernels at their largest supported width, with their launch's warp count: these
+# must compile without spills (the MAX_HIDDEN limits were chosen from exactly this check).
+PERSISTENT = [  # (kernel, module, extra constexpr choices)
+    (lstm_persistent.lstm_persistent_fwd_kernel, lstm_persistent, {}),
+    (lstm_persistent.lstm_persistent_bwd_kernel, lstm_persistent, {}),
+    (gru_persistent.gru_persistent_fwd_kernel, gru_persistent, {"HAS_BHN": (True,)}),
+    (gru_persistent.gru_persistent_bwd_kernel, gru_persistent, {}),
+    (rnn_persistent.rnn_persistent_fwd_kernel, rnn_persistent, {"RELU": (False,)}),
+    (rnn_persistent.rnn_persistent_bwd_kernel, rnn_persistent, {"RELU": (False,)}),
 ]
 
 
@@ -43,20 +62,38 @@ def signature(fn, dtype, constexprs):
     return sig
 
 
-def main(dtype):
+def resources(compiled):
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        out = subprocess.run([CUOBJDUMP, "--dump-resource-usage", f.name], capture_output=True,
+                             text=True, check=True).stdout
+    m = re.search(r"REG:(\d+).*?STACK:(\d+)", out, re.S)
+    return int(m.group(1)), int(m.group(2))
+
+
+def compile_variants(fn, dtype, base, choices, options):
     target = GPUTarget("cuda", 90, 32)
+    for values in itertools.product(*choices.values()):
+        constexprs = {**base, **dict(zip(choices, values))}
+        constexprs = {k: v for k, v in constexprs.items() if k in fn.arg_names}
+        compiled = triton.compile(ASTSource(fn, signature(fn, dtype, constexprs), constexprs),
+                                  target=target, options=options)
+        ptx = compiled.asm["ptx"]
+        assert ".target sm_90" in ptx, fn.__name__
+        flags = ",".join(f"{k}={v}" for k, v in zip(choices, values)) or "-"
+        regs, stack = resources(compiled)
+        print(fn.__name__, flags, len(ptx), regs, stack, flush=True)
+
+
+def main(dtype):
     base = {"BB": BB, "BH": BH, "BK": BK, "DOT_FP32": dtype == "fp32",
             "PRECISION": "tf32" if dtype == "fp32" else "ieee"}
     for fn, choices in KERNELS:
-        for values in itertools.product(*choices.values()):
-            constexprs = {**base, **dict(zip(choices, values))}
-            constexprs = {k: v for k, v in constexprs.items() if k in fn.arg_names}
-            compiled = triton.compile(ASTSource(fn, signature(fn, dtype, constexprs), constexprs),
-                                      target=target)
-            ptx = compiled.asm["ptx"]
-            assert ".target sm_90" in ptx, fn.__name__
-            flags = ",".join(f"{k}={v}" for k, v in zip(choices, values)) or "-"
-            print(fn.__name__, flags, len(ptx))
+        compile_variants(fn, dtype, base, choices, {})
+    for fn, module, choices in PERSISTENT:
+        compile_variants(fn, dtype, {**base, "BB": module.BB, "HP": padded_hidden(module.MAX_HIDDEN)},
+                         choices, {"num_warps": module.NUM_WARPS})
 
 
 if __name__ == "__main__":

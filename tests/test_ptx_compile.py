@@ -7,16 +7,21 @@ from pathlib import Path
 
 import pytest
 
-EXPECTED_VARIANTS = 13   # kernels × their constexpr switches, see ptx_compile.KERNELS
+EXPECTED_STEP = 13        # step kernels × their constexpr switches, see ptx_compile.KERNELS
+EXPECTED_PERSISTENT = 6   # persistent kernels at MAX_HIDDEN, see ptx_compile.PERSISTENT
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16"])
-def test_step_kernels_compile_to_sm90_ptx(dtype):
+def test_kernels_compile_to_sm90_and_persistent_ones_do_not_spill(dtype):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_DEFAULT_FP_FUSION"] = "1"   # today's default, stated to silence 3.9's notice
     proc = subprocess.run([sys.executable, str(Path(__file__).with_name("ptx_compile.py")), dtype],
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) == EXPECTED_VARIANTS, proc.stdout
-    assert all(int(line.split()[-1]) > 10_000 for line in lines), proc.stdout
+    rows = [line.split() for line in proc.stdout.strip().splitlines()]
+    assert len(rows) == EXPECTED_STEP + EXPECTED_PERSISTENT, proc.stdout
+    assert all(int(r[2]) > 10_000 for r in rows), proc.stdout              # real PTX
+    persistent = [r for r in rows if "persistent" in r[0]]
+    assert len(persistent) == EXPECTED_PERSISTENT
+    # Registers hold W_hh for the whole sequence only if nothing spills to local memory.
+    assert all(int(r[4]) == 0 for r in persistent), proc.stdout

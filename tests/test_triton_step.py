@@ -9,44 +9,11 @@ import pytest
 import torch
 
 import fusedrnn
-from cases import CELLS, FORMS, make_inputs, outputs_and_grads, random_config, twin_modules
+from cases import (CELLS, FORMS, compare_to_reference, ctor_kwargs, make_inputs,
+                   outputs_and_grads, random_config, twin_modules)
 from conftest import TOLERANCES, assert_rel_close, rel_err
 
 INTERPRETER_DTYPES = [torch.float32, torch.float16]
-
-
-def _compare_to_reference(cfg, dtype, device, seed=0):
-    """Run triton-step in ``dtype`` and the reference in float64 on the same (rounded) weights
-    and inputs; compare outputs and all gradients with the dtype's tolerance."""
-    ref, ours = twin_modules(cfg, "reference", dtype=torch.float64)
-    ours = CELLS[cfg["cell"]][1](cfg["In"], cfg["H"], **_ctor_kwargs(cfg), backend="triton-step")
-    ours = ours.to(device, dtype)
-    ours.load_state_dict({k: v.to(dtype) for k, v in ref.state_dict().items()})
-    ref.load_state_dict({k: v.to(dtype).double() for k, v in ref.state_dict().items()})
-    fused_cls = CELLS[cfg["cell"]][1]
-    oracle = fused_cls(cfg["In"], cfg["H"], **_ctor_kwargs(cfg), backend="reference").double()
-    oracle.load_state_dict(ref.state_dict())
-
-    inp64, hx64, leaves64 = make_inputs(cfg, dtype=torch.float64, seed=seed)
-    inp, hx, leaves = make_inputs(cfg, dtype=dtype, device=device, seed=seed)
-    # The oracle sees exactly the low-precision values the kernel sees.
-    with torch.no_grad():
-        for lo, hi in zip(leaves, leaves64):
-            hi.copy_(lo.double().cpu())
-    want_outs, want_grads = outputs_and_grads(oracle, inp64, hx64, leaves64)
-    got_outs, got_grads = outputs_and_grads(ours, inp, hx, leaves)
-    for i, (a, b) in enumerate(zip(got_outs, want_outs)):
-        assert a.dtype == dtype
-        assert_rel_close(a, b, dtype, f"{cfg} output {i}")
-    assert got_grads.keys() == want_grads.keys()
-    for name in want_grads:
-        assert got_grads[name].dtype == dtype, name
-        assert_rel_close(got_grads[name], want_grads[name], dtype, f"{cfg} grad {name}")
-
-
-def _ctor_kwargs(cfg):
-    return dict(num_layers=cfg["layers"], bias=cfg["bias"], bidirectional=cfg["bidirectional"],
-                batch_first=cfg["form"] == "batch_first", **CELLS[cfg["cell"]][2])
 
 
 def _tiny(cfg):
@@ -61,7 +28,7 @@ def test_interpreter_matches_reference(cell, form, dtype):
     if torch.cuda.is_available():
         pytest.skip("interpreter test; the cuda tests cover this machine")
     seed = sum(map(ord, cell + form))
-    _compare_to_reference(_tiny(random_config(cell, form, seed)), dtype, "cpu", seed)
+    compare_to_reference("triton-step", _tiny(random_config(cell, form, seed)), dtype, "cpu", seed)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -72,7 +39,7 @@ def test_interpreter_edge_sizes(cell):
     for T, B, H in [(1, 1, 3), (3, 1, 7), (1, 2, 5)]:
         cfg = dict(cell=cell, form="time_major", T=T, B=B, In=2, H=H, layers=1,
                    bidirectional=True, bias=False, with_h0=True)
-        _compare_to_reference(cfg, torch.float32, "cpu")
+        compare_to_reference("triton-step", cfg, torch.float32, "cpu")
 
 
 def test_interpreter_module_parity_with_torch_nn_float32():
@@ -83,7 +50,7 @@ def test_interpreter_module_parity_with_torch_nn_float32():
         cfg = dict(cell=cell, form="packed", T=5, B=3, In=3, H=5, layers=2, bidirectional=True,
                    bias=True, with_h0=True)
         ref, _ = twin_modules(cfg, "torch", dtype=torch.float32)
-        ours = CELLS[cell][1](3, 5, **_ctor_kwargs(cfg), backend="triton-step")
+        ours = CELLS[cell][1](3, 5, **ctor_kwargs(cfg), backend="triton-step")
         ours.load_state_dict(ref.state_dict())
         inp, hx, leaves = make_inputs(cfg, dtype=torch.float32)
         want_outs, want_grads = outputs_and_grads(ref, inp, hx, leaves)
@@ -140,7 +107,7 @@ def test_cuda_matches_reference(cell, T, B, In, H, dtype, monkeypatch):
         pytest.skip("largest size is run for the LSTM only (reference cost)")
     cfg = dict(cell=cell, form="packed" if B > 1 else "time_major", T=T, B=B, In=In, H=H,
                layers=1, bidirectional=True, bias=True, with_h0=True)
-    _compare_to_reference(cfg, dtype, "cuda")
+    compare_to_reference("triton-step", cfg, dtype, "cuda")
 
 
 @pytest.mark.cuda
@@ -183,7 +150,7 @@ def test_broadcast_and_transposed_state_gradients(cell):
     cfg = dict(cell=cell, form="time_major", T=3, B=2, In=3, H=5, layers=2, bidirectional=True,
                bias=True, with_h0=False)
     ref, _ = twin_modules(cfg, "reference")
-    ours = CELLS[cell][1](3, 5, **_ctor_kwargs(cfg), backend="triton-step")
+    ours = CELLS[cell][1](3, 5, **ctor_kwargs(cfg), backend="triton-step")
     ours.load_state_dict({k: v.float() for k, v in ref.state_dict().items()})
     x = torch.randn(3, 2, 3, dtype=torch.float64)
     grads = []
