@@ -316,7 +316,7 @@ def test_unknown_backend_raises_value_error_naming_valid_ones(cls):
         assert name in msg
 
 
-@pytest.mark.parametrize("name", ["triton-persistent", "cupy-persistent", "cupy-step"])
+@pytest.mark.parametrize("name", ["cupy-persistent", "cupy-step"])
 @pytest.mark.parametrize("cls", ["LSTM", "GRU", "RNN"])
 def test_reserved_unbuilt_backend_raises_value_error(cls, name):
     """DESIGN.md names whose kernels this build does not ship: ValueError at construction,
@@ -325,12 +325,13 @@ def test_reserved_unbuilt_backend_raises_value_error(cls, name):
         getattr(fusedrnn, cls)(IN, H, backend=name)
 
 
+@pytest.mark.parametrize("backend", ["triton-step", "triton-persistent"])
 @pytest.mark.parametrize("cls", ["LSTM", "GRU", "RNN"])
-def test_triton_step_refuses_what_it_cannot_run(cls):
+def test_triton_backends_refuse_what_they_cannot_run(cls, backend):
     """An explicitly named backend that cannot run the input (float64) raises ValueError with
     the reason; "auto" would fall back instead."""
-    m = getattr(fusedrnn, cls)(IN, H, backend="triton-step").double()
-    with pytest.raises(ValueError, match="triton-step.*float64"):
+    m = getattr(fusedrnn, cls)(IN, H, backend=backend).double()
+    with pytest.raises(ValueError, match=f"{backend}.*float64"):
         m(randn(T, B, IN))
 
 
