@@ -16,7 +16,7 @@ import triton.language as tl
 
 from .launch_common import dot_mode
 from .persistent_common import load_square, mm, padded_hidden, step_times, tile_rows
-from .step_common import sigmoid, tanh
+from .cell_math import gru_backward, gru_forward
 
 GATES = 3
 WORKSPACE_COLUMNS = 4
@@ -47,11 +47,12 @@ def gru_persistent_fwd_kernel(
         active, t, _ = step_times(s, d, lens, m_row)
         ma = active[:, None] & m_j[None, :]
         p_x = p_xproj + ((t * B + o_b) * (D * 3 * H) + d * 3 * H)[:, None] + o_j[None, :]
-        b_r = sigmoid(mm(b_h, w_r, DOT_FP32, PRECISION) + tl.load(p_x, mask=ma, other=0.0).to(tl.float32))
-        b_z = sigmoid(mm(b_h, w_z, DOT_FP32, PRECISION) + tl.load(p_x + H, mask=ma, other=0.0).to(tl.float32))
         b_ghn = mm(b_h, w_n, DOT_FP32, PRECISION) + b_hn[None, :]
-        b_n = tanh(tl.load(p_x + 2 * H, mask=ma, other=0.0).to(tl.float32) + b_r * b_ghn)
-        h_new = (1.0 - b_z) * b_n + b_z * b_h
+        b_r, b_z, b_n, h_new = gru_forward(
+            tl.load(p_x, mask=ma, other=0.0).to(tl.float32),
+            tl.load(p_x + H, mask=ma, other=0.0).to(tl.float32),
+            tl.load(p_x + 2 * H, mask=ma, other=0.0).to(tl.float32),
+            mm(b_h, w_r, DOT_FP32, PRECISION), mm(b_h, w_z, DOT_FP32, PRECISION), b_ghn, b_h)
         p_w = p_ws + (((d * T + t) * B + o_b) * (4 * H))[:, None] + o_j[None, :]
         tl.store(p_w, b_r, mask=ma)
         tl.store(p_w + H, b_z, mask=ma)
@@ -95,9 +96,7 @@ def gru_persistent_bwd_kernel(
                             tl.load(p_y + o_yp, mask=ma & after_first[:, None], other=0.0).to(tl.float32),
                             b_h0)
 
-        g_n = b_dh * (1.0 - b_z) * (1.0 - b_n * b_n)
-        g_z = b_dh * (b_h_prev - b_n) * b_z * (1.0 - b_z)
-        g_r = g_n * b_ghn * b_r * (1.0 - b_r)
+        g_r, g_z, g_n, direct = gru_backward(b_dh, b_r, b_z, b_n, b_ghn, b_h_prev)
         o_g = (((d * T + t) * B + o_b) * (3 * H))[:, None] + o_j[None, :]
         tl.store(p_dgi + o_g, g_r, mask=ma)
         tl.store(p_dgi + o_g + H, g_z, mask=ma)
@@ -105,7 +104,6 @@ def gru_persistent_bwd_kernel(
         tl.store(p_dgh + o_g, g_r, mask=ma)
         tl.store(p_dgh + o_g + H, g_z, mask=ma)
         tl.store(p_dgh + o_g + 2 * H, g_n * b_r, mask=ma)
-        direct = b_dh * b_z
         tl.store(p_carry + o_state, direct, mask=ma)       # the value of step 0 remains
         rec_new = (mm(g_r, w_r, DOT_FP32, PRECISION) + mm(g_z, w_z, DOT_FP32, PRECISION)
                    + mm(g_n * b_r, w_n, DOT_FP32, PRECISION) + direct)

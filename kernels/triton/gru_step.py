@@ -23,7 +23,8 @@ import triton
 import triton.language as tl
 
 from .launch_common import BB, BH, BK, dot_mode, grid, state_operand
-from .step_common import rows_dot, sigmoid, step_tile, tanh
+from .cell_math import gru_backward, gru_forward
+from .step_common import rows_dot, step_tile
 
 GATES = 3
 WORKSPACE_COLUMNS = 4  # r z n ghn, in units of H
@@ -49,11 +50,11 @@ def gru_step_fwd_kernel(
     if HAS_BHN:
         gh_n += tl.load(p_bhn + d * H + o_j, mask=m_j, other=0.0).to(tl.float32)[None, :]
     p_xg = p_xproj + ((t * B + o_b) * (D * 3 * H) + d * 3 * H)[:, None] + o_j[None, :]
-    b_r = sigmoid(gh_r + tl.load(p_xg, mask=m, other=0.0).to(tl.float32))         # [BB, BH]
-    b_z = sigmoid(gh_z + tl.load(p_xg + H, mask=m, other=0.0).to(tl.float32))
-    b_n = tanh(tl.load(p_xg + 2 * H, mask=m, other=0.0).to(tl.float32) + b_r * gh_n)
     b_h_prev = tl.load(p_h + o_h[:, None] + o_j[None, :], mask=m, other=0.0).to(tl.float32)
-    b_h = (1.0 - b_z) * b_n + b_z * b_h_prev
+    b_r, b_z, b_n, b_h = gru_forward(                                            # [BB, BH] each
+        tl.load(p_xg, mask=m, other=0.0).to(tl.float32),
+        tl.load(p_xg + H, mask=m, other=0.0).to(tl.float32),
+        tl.load(p_xg + 2 * H, mask=m, other=0.0).to(tl.float32), gh_r, gh_z, gh_n, b_h_prev)
 
     p_w = p_ws + (((d * T + t) * B + o_b) * (4 * H))[:, None] + o_j[None, :]
     tl.store(p_w, b_r, mask=m)
@@ -93,9 +94,7 @@ def gru_step_bwd_kernel(
     o_h = d * sh_d + t_prev * sh_t + o_b * sh_b
     b_h_prev = tl.load(p_h + o_h[:, None] + o_j[None, :], mask=m, other=0.0).to(tl.float32)
 
-    b_dn = b_dh * (1.0 - b_z) * (1.0 - b_n * b_n)
-    b_dz = b_dh * (b_h_prev - b_n) * b_z * (1.0 - b_z)
-    b_dr = b_dn * b_ghn * b_r * (1.0 - b_r)
+    b_dr, b_dz, b_dn, b_direct = gru_backward(b_dh, b_r, b_z, b_n, b_ghn, b_h_prev)
     o_g = (((d * T + t) * B + o_b) * (3 * H))[:, None] + o_j[None, :]
     tl.store(p_dgi + o_g, b_dr, mask=m)
     tl.store(p_dgi + o_g + H, b_dz, mask=m)
@@ -103,7 +102,7 @@ def gru_step_bwd_kernel(
     tl.store(p_dgh + o_g, b_dr, mask=m)
     tl.store(p_dgh + o_g + H, b_dz, mask=m)
     tl.store(p_dgh + o_g + 2 * H, b_dn * b_r, mask=m)
-    tl.store(p_carry + o_state, b_dh * b_z, mask=m)
+    tl.store(p_carry + o_state, b_direct, mask=m)
 
 
 # ---------------------------------------------------------------- launchers (the time loops)

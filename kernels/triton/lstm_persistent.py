@@ -17,7 +17,8 @@ import triton.language as tl
 
 from .launch_common import dot_mode
 from .persistent_common import load_square, mm, padded_hidden, step_times, tile_rows
-from .step_common import sigmoid, tanh
+from .cell_math import lstm_backward, lstm_forward
+from .step_common import tanh
 
 GATES = 4
 WORKSPACE_COLUMNS = 5
@@ -49,11 +50,12 @@ def lstm_persistent_fwd_kernel(
         active, t, _ = step_times(s, d, lens, m_row)
         ma = active[:, None] & m_j[None, :]
         p_x = p_xproj + ((t * B + o_b) * (D * 4 * H) + d * 4 * H)[:, None] + o_j[None, :]
-        b_i = sigmoid(mm(b_h, w_i, DOT_FP32, PRECISION) + tl.load(p_x, mask=ma, other=0.0).to(tl.float32))
-        b_f = sigmoid(mm(b_h, w_f, DOT_FP32, PRECISION) + tl.load(p_x + H, mask=ma, other=0.0).to(tl.float32))
-        b_g = tanh(mm(b_h, w_g, DOT_FP32, PRECISION) + tl.load(p_x + 2 * H, mask=ma, other=0.0).to(tl.float32))
-        b_o = sigmoid(mm(b_h, w_o, DOT_FP32, PRECISION) + tl.load(p_x + 3 * H, mask=ma, other=0.0).to(tl.float32))
-        c_new = b_f * b_c + b_i * b_g
+        b_i, b_f, b_g, b_o, c_new = lstm_forward(
+            mm(b_h, w_i, DOT_FP32, PRECISION) + tl.load(p_x, mask=ma, other=0.0).to(tl.float32),
+            mm(b_h, w_f, DOT_FP32, PRECISION) + tl.load(p_x + H, mask=ma, other=0.0).to(tl.float32),
+            mm(b_h, w_g, DOT_FP32, PRECISION) + tl.load(p_x + 2 * H, mask=ma, other=0.0).to(tl.float32),
+            mm(b_h, w_o, DOT_FP32, PRECISION) + tl.load(p_x + 3 * H, mask=ma, other=0.0).to(tl.float32),
+            b_c)
         h_new = b_o * tanh(c_new)
         p_w = p_ws + (((d * T + t) * B + o_b) * (5 * H))[:, None] + o_j[None, :]
         tl.store(p_w, b_i, mask=ma)
@@ -105,11 +107,8 @@ def lstm_persistent_bwd_kernel(
         b_c_prev = tl.where(after_first[:, None],
                             tl.load(p_cp, mask=ma & after_first[:, None], other=0.0), b_c0)
 
-        b_dct = b_dc_in + b_dh * b_o * (1.0 - b_tc * b_tc)
-        g_i = b_dct * b_g * b_i * (1.0 - b_i)
-        g_f = b_dct * b_c_prev * b_f * (1.0 - b_f)
-        g_g = b_dct * b_i * (1.0 - b_g * b_g)
-        g_o = b_dh * b_tc * b_o * (1.0 - b_o)
+        g_i, g_f, g_g, g_o, b_dct = lstm_backward(b_dh, b_dc_in, b_i, b_f, b_g, b_o, b_tc,
+                                                  b_c_prev)
         p_g = p_dg + (((d * T + t) * B + o_b) * (4 * H))[:, None] + o_j[None, :]
         tl.store(p_g, g_i, mask=ma)
         tl.store(p_g + H, g_f, mask=ma)

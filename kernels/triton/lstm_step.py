@@ -26,7 +26,8 @@ import triton
 import triton.language as tl
 
 from .launch_common import BB, BH, BK, dot_mode, grid, state_operand
-from .step_common import rows_dot, sigmoid, step_tile, tanh
+from .cell_math import lstm_backward, lstm_forward
+from .step_common import rows_dot, step_tile, tanh
 
 GATES = 4
 WORKSPACE_COLUMNS = 5  # i f g o c, in units of H
@@ -53,14 +54,13 @@ def lstm_step_fwd_kernel(
     a_g = rows_dot(acc, p_h, o_h, m_b, Hr, p_whh, o_w + 2 * H * Hr, m_j, 1, BK, DOT_FP32, PRECISION)
     a_o = rows_dot(acc, p_h, o_h, m_b, Hr, p_whh, o_w + 3 * H * Hr, m_j, 1, BK, DOT_FP32, PRECISION)
     p_xg = p_xproj + o_x[:, None] + o_j[None, :]
-    b_i = sigmoid(a_i + tl.load(p_xg, mask=m, other=0.0).to(tl.float32))          # [BB, BH]
-    b_f = sigmoid(a_f + tl.load(p_xg + H, mask=m, other=0.0).to(tl.float32))
-    b_g = tanh(a_g + tl.load(p_xg + 2 * H, mask=m, other=0.0).to(tl.float32))
-    b_o = sigmoid(a_o + tl.load(p_xg + 3 * H, mask=m, other=0.0).to(tl.float32))
-
     o_c = d * sc_d + t_prev * sc_t + o_b * sc_b
     b_c_prev = tl.load(p_c + o_c[:, None] + o_j[None, :], mask=m, other=0.0).to(tl.float32)
-    b_c = b_f * b_c_prev + b_i * b_g
+    b_i, b_f, b_g, b_o, b_c = lstm_forward(                                      # [BB, BH] each
+        a_i + tl.load(p_xg, mask=m, other=0.0).to(tl.float32),
+        a_f + tl.load(p_xg + H, mask=m, other=0.0).to(tl.float32),
+        a_g + tl.load(p_xg + 2 * H, mask=m, other=0.0).to(tl.float32),
+        a_o + tl.load(p_xg + 3 * H, mask=m, other=0.0).to(tl.float32), b_c_prev)
 
     p_w = p_ws + (((d * T + t) * B + o_b) * (5 * H))[:, None] + o_j[None, :]
     tl.store(p_w, b_i, mask=m)
@@ -158,12 +158,12 @@ def lstm_step_bwd_kernel(
     o_c = d * sc_d + t_prev * sc_t + o_b * sc_b
     b_c_prev = tl.load(p_c + o_c[:, None] + o_j[None, :], mask=m, other=0.0).to(tl.float32)
 
-    b_dc = b_dc_in + b_dh * b_o * (1.0 - b_tc * b_tc)
+    g_i, g_f, g_g, g_o, b_dc = lstm_backward(b_dh, b_dc_in, b_i, b_f, b_g, b_o, b_tc, b_c_prev)
     p_g = p_dg + (((d * T + t) * B + o_b) * (4 * H))[:, None] + o_j[None, :]
-    tl.store(p_g, b_dc * b_g * b_i * (1.0 - b_i), mask=m)
-    tl.store(p_g + H, b_dc * b_c_prev * b_f * (1.0 - b_f), mask=m)
-    tl.store(p_g + 2 * H, b_dc * b_i * (1.0 - b_g * b_g), mask=m)
-    tl.store(p_g + 3 * H, b_dh * b_tc * b_o * (1.0 - b_o), mask=m)
+    tl.store(p_g, g_i, mask=m)
+    tl.store(p_g + H, g_f, mask=m)
+    tl.store(p_g + 2 * H, g_g, mask=m)
+    tl.store(p_g + 3 * H, g_o, mask=m)
     tl.store(p_dc + o_state, b_dc * b_f, mask=m)
 
 

@@ -15,7 +15,7 @@ import triton.language as tl
 from .launch_common import dot_mode
 from .persistent_common import load_square, mm, padded_hidden, step_times, tile_rows
 from .rnn_step import split_biases
-from .step_common import tanh
+from .cell_math import rnn_activation, rnn_activation_grad
 
 GATES = 1
 WORKSPACE_COLUMNS = 0
@@ -41,7 +41,7 @@ def rnn_persistent_fwd_kernel(
         ma = active[:, None] & m_j[None, :]
         o_y = ((t * B + o_b) * (D * H) + d * H)[:, None] + o_j[None, :]
         b_a = mm(b_h, w, DOT_FP32, PRECISION) + tl.load(p_xproj + o_y, mask=ma, other=0.0).to(tl.float32)
-        h_new = tl.maximum(b_a, 0.0) if RELU else tanh(b_a)
+        h_new = rnn_activation(b_a, RELU)
         tl.store(p_y + o_y, h_new.to(p_y.dtype.element_ty), mask=ma)
         b_h = tl.where(active[:, None], h_new, b_h)
 
@@ -65,7 +65,7 @@ def rnn_persistent_bwd_kernel(
         b_dh = tl.load(p_dy + o_y, mask=ma, other=0.0).to(tl.float32) \
             + tl.where((s == lens - 1)[:, None], b_dhn, rec)
         b_h = tl.load(p_y + o_y, mask=ma, other=0.0).to(tl.float32)
-        b_g = b_dh * (tl.where(b_h > 0, 1.0, 0.0) if RELU else 1.0 - b_h * b_h)
+        b_g = b_dh * rnn_activation_grad(b_h, RELU)
         tl.store(p_dg + (((d * T + t) * B + o_b) * H)[:, None] + o_j[None, :], b_g, mask=ma)
         rec = tl.where(active[:, None], mm(b_g, w, DOT_FP32, PRECISION), rec)
 

@@ -18,7 +18,8 @@ import triton
 import triton.language as tl
 
 from .launch_common import BB, BH, BK, dot_mode, grid, state_operand
-from .step_common import rows_dot, step_tile, tanh
+from .cell_math import rnn_activation, rnn_activation_grad
+from .step_common import rows_dot, step_tile
 
 GATES = 1
 WORKSPACE_COLUMNS = 0
@@ -40,7 +41,7 @@ def rnn_step_fwd_kernel(
                    m_j, 1, BK, DOT_FP32, PRECISION)                               # [BB, BH]
     b_a += tl.load(p_xproj + ((t * B + o_b) * (D * H) + d * H)[:, None] + o_j[None, :], mask=m,
                    other=0.0).to(tl.float32)
-    b_h = tl.maximum(b_a, 0.0) if RELU else tanh(b_a)
+    b_h = rnn_activation(b_a, RELU)
     p_out = p_y + ((t * B + o_b) * (D * H) + d * H)[:, None] + o_j[None, :]
     tl.store(p_out, b_h.to(p_y.dtype.element_ty), mask=m)
 
@@ -62,8 +63,8 @@ def rnn_step_bwd_kernel(
     b_dh = tl.load(p_dy + o_y, mask=m, other=0.0).to(tl.float32) \
         + tl.where(last[:, None], b_dhn.to(tl.float32), rec)
     b_h = tl.load(p_y + o_y, mask=m, other=0.0).to(tl.float32)
-    b_dact = tl.where(b_h > 0, 1.0, 0.0) if RELU else 1.0 - b_h * b_h
-    tl.store(p_dg + (((d * T + t) * B + o_b) * H)[:, None] + o_j[None, :], b_dh * b_dact, mask=m)
+    tl.store(p_dg + (((d * T + t) * B + o_b) * H)[:, None] + o_j[None, :],
+             b_dh * rnn_activation_grad(b_h, RELU), mask=m)
 
 
 # ---------------------------------------------------------------- launchers (the time loops)
