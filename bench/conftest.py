@@ -27,4 +27,5 @@ PEAKS = {}
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     B.add_ratios(output_json["benchmarks"])
-    output_json["fusedrnn"] = {"device": B.device_name(DEVICE), "peaks": PEAKS}
+    output_json["fusedrnn"] = {"device": B.device_name(DEVICE), "peaks": PEAKS,
+                               "commit": B.current_commit()}
