@@ -1,32 +1,48 @@
 #!/usr/bin/env bash
-# Everything a GPU session needs, as few device calls as possible (10 minutes each at most):
+# A GPU session's checks, one stage per device call (each call may run 10 minutes at most):
 #
-#   bash bench/gpu_session.sh all      # install, CUDA tests, benchmark grid, demo  (~9 min)
-#   bash bench/gpu_session.sh tests    # or one stage at a time: tests | bench | demo
+#   FUSEDRNN_COMMIT=<short hash> bash bench/gpu_session.sh tests   # CUDA tests      (≤ 5 min)
+#   FUSEDRNN_COMMIT=<short hash> bash bench/gpu_session.sh bench   # benchmark grid  (≤ 8 min)
+#   FUSEDRNN_COMMIT=<short hash> bash bench/gpu_session.sh demo    # demo, fused backends (≤ 4 min)
 #
 # Logs, the benchmark JSON and its plot go to $OUT (the device tool's output folder) or
-# bench/results. The working-tree copy on the device has no .git, so pass the commit in:
-# FUSEDRNN_COMMIT=<short hash> (the JSON's name and README's Performance section use it).
-# Afterwards, here: copy the JSON and PNG into bench/results/ and run
+# bench/results. The device's copy of the tree has no .git: FUSEDRNN_COMMIT names the commit
+# in the JSON and in README's Performance section. Afterwards, here: copy the JSON and PNG
+# into bench/results/ and run
 #   python -m fusedrnn bench --from-json bench/results/<file>.json --update-readme
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-bench/results}"
 mkdir -p "$out"
-stage="${1:-all}"
+stage="${1:?usage: gpu_session.sh tests|bench|demo}"
 export PYTHONUNBUFFERED=1 TRITON_DEFAULT_FP_FUSION=1
+[ -n "${FUSEDRNN_COMMIT:-}" ] || echo "warning: FUSEDRNN_COMMIT is unset; results will say 'nocommit'"
 
-python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
+if ! python3 -m pip install -q --no-deps --no-build-isolation -e . > "$out/install.log" 2>&1; then
+    cat "$out/install.log"
+    exit 1
+fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 
-if [[ "$stage" == all || "$stage" == tests ]]; then
-    # Every CUDA test: triton-step and triton-persistent against the float64 reference at
-    # realistic sizes, TF32 flag, int64 offsets, determinism (about 4 minutes budgeted).
+case "$stage" in
+tests)
+    # triton-step and triton-persistent against the float64 reference at realistic sizes,
+    # the TF32 flag, int64 offsets, determinism, torch.compile on CUDA.
     timeout 300 python3 -m pytest -m cuda -q -p no:cacheprovider -rfE 2>&1 | tee "$out/cuda_tests.log"
-fi
-if [[ "$stage" == all || "$stage" == bench ]]; then
-    timeout 240 python3 -m fusedrnn bench --out "$out" 2>&1 | tail -120 | tee "$out/bench.log"
-fi
-if [[ "$stage" == all || "$stage" == demo ]]; then
-    timeout 90 python3 -m fusedrnn demo --quiet 2>&1 | tee "$out/demo.log"
-fi
+    ;;
+bench)
+    # pytest-benchmark writes its JSON only at the end: the limit leaves room for the grid.
+    timeout 480 python3 -m fusedrnn bench --out "$out" 2>&1 | tail -150 | tee "$out/bench.log"
+    ;;
+demo)
+    for backend in triton-step auto; do
+        timeout 100 python3 -m fusedrnn demo --quiet --backend "$backend" 2>&1 | tee -a "$out/demo.log"
+    done
+    timeout 40 python3 -m fusedrnn demo --quiet --backend triton-persistent --hidden 64 \
+        2>&1 | tee -a "$out/demo.log"
+    ;;
+*)
+    echo "unknown stage $stage (tests|bench|demo)" >&2
+    exit 2
+    ;;
+esac

@@ -30,8 +30,12 @@ class TritonPersistentBackend(TritonStepBackend):
         kern = self._kernels(cfg.mode)
         if cfg.has_proj:
             return "LSTM projections (proj_size > 0) have no persistent kernel yet"
+        from .kernels.triton.persistent_common import dot_key
+
         H, _ = cfg.hidden_sizes(weights)
-        if H > kern.MAX_HIDDEN:
-            return (f"hidden_size {H} exceeds the register-resident limit {kern.MAX_HIDDEN} of "
-                    f"the batch-tiled form (the hidden-split form is not built yet)")
+        key = dot_key(x.dtype)
+        if H > kern.MAX_HIDDEN[key]:
+            return (f"hidden_size {H} exceeds the register-resident limit {kern.MAX_HIDDEN[key]} "
+                    f"of the batch-tiled form for {key} dots (the hidden-split form is not "
+                    f"built yet)")
         return None

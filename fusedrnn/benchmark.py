@@ -21,12 +21,13 @@ from . import backend_registry, modules
 from .layer_config import GATES, LayerConfig
 
 MODES = ("fwd", "bwd", "fwdbwd")
+MODE = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN_TANH"}     # Case.cell -> layer mode
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
 class Case:
-    cell: str            # "lstm" | "gru"
+    cell: str            # "lstm" | "gru" | "rnn" (tanh)
     dtype: str           # key of DTYPES
     batch: int
     seq_len: int
@@ -55,7 +56,11 @@ def _grid_gpu():
         for B, T, H in [(16, 1024, 768), (256, 256, 1024)]:   # the fp32 subset
             cases.append(Case(cell, "fp32", B, T, H, H))
         cases.append(Case(cell, "bf16", 64, 1024, 768, 768, packed=True))
+        # Within the batch-tiled persistent form's register limits (H ≤ 64; 32 for IEEE fp32).
+        for B, dtype, H in [(16, "bf16", 64), (64, "bf16", 64), (16, "fp32", 64)]:
+            cases.append(Case(cell, dtype, B, 1024, H, H))
     cases.append(Case("lstm", "bf16", 32, 512, 512, 512, layers=2, bidirectional=True))
+    cases += [Case("rnn", "bf16", 16, 1024, 128, 128), Case("rnn", "bf16", 16, 1024, 768, 768)]
     return cases
 
 
@@ -117,7 +122,7 @@ def unsupported(case, provider, device):
     from .kernels.triton.launch_common import interpreting
     if backend.startswith("triton") and interpreting():
         return "under TRITON_INTERPRET kernels run in Python: not kernel speed"
-    cfg = LayerConfig(case.cell.upper(), case.bidirectional, True, False)
+    cfg = LayerConfig(MODE[case.cell], case.bidirectional, True, False)
     G, H = GATES[cfg.mode], case.hidden_size
     weights = [torch.empty(G * H, case.input_size, device="meta"), torch.empty(G * H, H, device="meta")]
     return backend_registry.AVAILABLE[backend].unsupported_reason(cfg, x, weights)
@@ -133,13 +138,13 @@ class Runner:
         self.device = device
         kwargs = dict(num_layers=case.layers, bidirectional=case.bidirectional)
         torch.manual_seed(seed)
-        cls_torch = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[case.cell]
+        cls_torch = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[case.cell]
         if provider == "torch.nn":
             self.model = cls_torch(case.input_size, case.hidden_size, **kwargs)
         elif provider == "flashrnn":
             self.model = _FlashRNNLayer(case)
         else:
-            cls = {"lstm": modules.LSTM, "gru": modules.GRU}[case.cell]
+            cls = {"lstm": modules.LSTM, "gru": modules.GRU, "rnn": modules.RNN}[case.cell]
             self.model = cls(case.input_size, case.hidden_size, backend=provider.split(":")[1],
                              **kwargs)
         self.model = self.model.to(device, dtype)
@@ -195,7 +200,7 @@ class _FlashRNNLayer(torch.nn.Module):
 
     def __init__(self, case):
         super().__init__()
-        G, H = GATES[case.cell.upper()], case.hidden_size
+        G, H = GATES[MODE[case.cell]], case.hidden_size
         self.cell, self.G, self.H = case.cell, G, H
         self.w_ih = torch.nn.Parameter(torch.randn(G * H, case.input_size) / math.sqrt(H))
         self.R = torch.nn.Parameter(torch.randn(G, 1, H, H) / math.sqrt(H))
@@ -213,12 +218,17 @@ class _FlashRNNLayer(torch.nn.Module):
 
 # ------------------------------------------------------------------------- floors and peaks
 
+def tokens(case):
+    """Valid (row, step) pairs: B*T, or for packed cases the expected B*(T+1)/2 of lengths
+    uniform in [1, T] (Runner draws them that way)."""
+    n = case.batch * case.seq_len
+    return n * (case.seq_len + 1) / (2 * case.seq_len) if case.packed else n
+
+
 def flops(case, mode):
     """Matmul FLOPs of the case (the pointwise work is negligible next to them)."""
-    G, H, D = GATES[case.cell.upper()], case.hidden_size, 2 if case.bidirectional else 1
-    steps = case.batch * case.seq_len
-    if case.packed:
-        steps = steps * (case.seq_len + 1) / (2 * case.seq_len)   # mean length of U[1, T]
+    G, H, D = GATES[MODE[case.cell]], case.hidden_size, 2 if case.bidirectional else 1
+    steps = tokens(case)
     fwd = 0.0
     for layer in range(case.layers):
         In = case.input_size if layer == 0 else D * H
@@ -228,7 +238,7 @@ def flops(case, mode):
 
 def min_bytes(case, mode):
     """Bytes that must cross HBM at least once: inputs, outputs, weights (and their gradients)."""
-    G, H, D = GATES[case.cell.upper()], case.hidden_size, 2 if case.bidirectional else 1
+    G, H, D = GATES[MODE[case.cell]], case.hidden_size, 2 if case.bidirectional else 1
     size = torch.finfo(DTYPES[case.dtype]).bits // 8
     acts = case.seq_len * case.batch * (case.input_size + D * H)
     weights = sum(D * G * H * ((case.input_size if k == 0 else D * H) + H) for k in range(case.layers))
@@ -240,8 +250,12 @@ def measure_peaks(device, dtype):
     """``(matmul FLOP/s, copy bytes/s)`` measured on this device (best of a few runs)."""
     n = 4096 if device.type == "cuda" else 512
     a = torch.randn(n, n, device=device, dtype=dtype)
-    buf = torch.empty(64 * 2**20 if device.type == "cuda" else 16 * 2**20, dtype=torch.uint8,
+    # 1 GiB on a GPU: far beyond L2 (H200: 60 MiB), so the copy measures HBM, not cache.
+    buf = torch.empty(2**30 if device.type == "cuda" else 16 * 2**20, dtype=torch.uint8,
                       device=device)
+    # fp32 matmuls as the kernels run them: TF32 exactly when cuDNN would use it.
+    tf32_before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
 
     def best(fn, repeats=5):
         times = []
@@ -255,8 +269,11 @@ def measure_peaks(device, dtype):
             times.append(time.perf_counter() - start)
         return min(times)
 
-    best(lambda: a @ a, 2)
-    rate = 2 * n ** 3 / best(lambda: a @ a)
+    try:
+        best(lambda: a @ a, 2)
+        rate = 2 * n ** 3 / best(lambda: a @ a)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32_before
     bandwidth = 2 * buf.numel() / best(lambda: buf.clone())
     return rate, bandwidth
 
@@ -267,10 +284,9 @@ def floor_seconds(case, mode, peaks):
 
 
 def extra_info(case, mode, provider, device, median_s, peaks):
-    tokens = case.batch * case.seq_len
     info = asdict(case)
     info.update(mode=mode, provider=provider, device=device_name(device),
-                tokens_per_s=tokens / median_s, tflops=flops(case, mode) / median_s / 1e12,
+                tokens_per_s=tokens(case) / median_s, tflops=flops(case, mode) / median_s / 1e12,
                 floor_ms=floor_seconds(case, mode, peaks) * 1e3, case=case.id)
     return info
 
@@ -360,8 +376,11 @@ def current_commit():
 
     if os.environ.get("FUSEDRNN_COMMIT"):
         return os.environ["FUSEDRNN_COMMIT"]
-    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parent)
+    try:
+        proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=Path(__file__).resolve().parent)
+    except OSError:          # no git on this machine
+        return "nocommit"
     return proc.stdout.strip() or "nocommit"
 
 

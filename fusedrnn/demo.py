@@ -28,6 +28,17 @@ DEFAULTS = {
 }
 
 
+def _resolved_backend(model, device):
+    """The backend ``"auto"`` (or the named one) actually runs for this model's first layer."""
+    from . import backend_registry
+    from .layer_config import LayerConfig
+
+    rnn = model.rnn
+    cfg = LayerConfig(rnn.mode, rnn.bidirectional, rnn.bias, rnn.proj_size > 0)
+    x = torch.empty(1, 1, rnn.input_size, device=device, dtype=rnn.weight_ih_l0.dtype)
+    return backend_registry.resolve(rnn.backend, cfg, x, rnn._flat_weights).name
+
+
 def load_text():
     return resources.files("fusedrnn.data").joinpath("tinyshakespeare.txt").read_text("utf-8")
 
@@ -142,13 +153,14 @@ def run(args):
     print(f"text: {len(text):,} characters, vocabulary {len(vocab)}; device {device}")
     print(f"model: {args.cell.upper()} hidden={args.hidden} layers={args.layers}; "
           f"batch={args.batch} seq_len={args.seq_len} steps={args.steps}; "
-          f"fusedrnn backend={args.backend!r}")
-    print(f"loss at start: {math.log(len(vocab)):.3f} nats would be uniform guessing")
+          f"fusedrnn backend {args.backend!r} runs {_resolved_backend(fused, device)!r}")
+    print(f"uniform guessing would score {math.log(len(vocab)):.3f} nats")
     trained = train_lockstep({"fusedrnn": fused, "torch.nn": baseline}, train_data, args, device,
                              progress=not args.quiet)
     results = {label: (first, last, evaluate(model, val_data, args.seq_len, device), rate)
                for (label, (first, last, rate)), model in zip(trained.items(), (fused, baseline))}
-    print(f"\n{'':10}{'first loss':>12}{'final loss':>12}{'val loss':>10}{'tokens/s':>12}")
+    print(f"\n{'':10}{'first loss':>12}{'final loss':>12}{'val loss':>10}{'tokens/s':>12}"
+          "   (final: mean of the last 10 steps)")
     for label, (first, last, val, rate) in results.items():
         print(f"{label:10}{first:12.3f}{last:12.3f}{val:10.3f}{rate:12,.0f}")
     speedup = results["fusedrnn"][3] / results["torch.nn"][3]

@@ -13,14 +13,15 @@ import subprocess
 import sys
 import tempfile
 
+import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from fusedrnn.kernels.triton import (gru_persistent, gru_step, lstm_persistent, lstm_step,
                                      rnn_persistent, rnn_step)
-from fusedrnn.kernels.triton.launch_common import BB, BH, BK
-from fusedrnn.kernels.triton.persistent_common import padded_hidden
+from fusedrnn.kernels.triton.launch_common import BB, BH, BK, dot_mode
+from fusedrnn.kernels.triton.persistent_common import dot_key, padded_hidden
 
 CUOBJDUMP = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 
@@ -36,16 +37,20 @@ KERNELS = [  # (kernel, extra constexpr choices)
     (rnn_step.rnn_step_fwd_kernel, {"RELU": (False, True)}),
     (rnn_step.rnn_step_bwd_kernel, {"RELU": (False, True)}),
 ]
-# Persistent kernels at their largest supported width, with their launch's warp count: these
-# must compile without spills (the MAX_HIDDEN limits were chosen from exactly this check).
-PERSISTENT = [  # (kernel, module, extra constexpr choices)
-    (lstm_persistent.lstm_persistent_fwd_kernel, lstm_persistent, {}),
-    (lstm_persistent.lstm_persistent_bwd_kernel, lstm_persistent, {}),
-    (gru_persistent.gru_persistent_fwd_kernel, gru_persistent, {"HAS_BHN": (True,)}),
-    (gru_persistent.gru_persistent_bwd_kernel, gru_persistent, {}),
-    (rnn_persistent.rnn_persistent_fwd_kernel, rnn_persistent, {"RELU": (False,)}),
-    (rnn_persistent.rnn_persistent_bwd_kernel, rnn_persistent, {"RELU": (False,)}),
+# Persistent kernels at their largest supported width for every dot configuration the launch
+# can use, with the launch's warp count and the launch's own (DOT_FP32, PRECISION): these must
+# compile without spills (the MAX_HIDDEN tables were chosen from exactly this check).
+PERSISTENT = [  # (kernel, module, backward?, extra constexpr choices)
+    (lstm_persistent.lstm_persistent_fwd_kernel, lstm_persistent, False, {}),
+    (lstm_persistent.lstm_persistent_bwd_kernel, lstm_persistent, True, {}),
+    (gru_persistent.gru_persistent_fwd_kernel, gru_persistent, False, {"HAS_BHN": (True,)}),
+    (gru_persistent.gru_persistent_bwd_kernel, gru_persistent, True, {}),
+    (rnn_persistent.rnn_persistent_fwd_kernel, rnn_persistent, False, {"RELU": (False,)}),
+    (rnn_persistent.rnn_persistent_bwd_kernel, rnn_persistent, True, {"RELU": (False,)}),
 ]
+# dtype argument -> the dot keys it covers, with the cudnn.allow_tf32 setting that selects each
+KEYS = {"fp32": [("fp32-tf32", True), ("fp32-ieee", False)], "fp16": [("fp16", True)],
+        "bf16": [("bf16", True)]}
 
 
 def signature(fn, dtype, constexprs):
@@ -91,9 +96,16 @@ def main(dtype):
             "PRECISION": "tf32" if dtype == "fp32" else "ieee"}
     for fn, choices in KERNELS:
         compile_variants(fn, dtype, base, choices, {})
-    for fn, module, choices in PERSISTENT:
-        compile_variants(fn, dtype, {**base, "BB": module.BB, "HP": padded_hidden(module.MAX_HIDDEN)},
-                         choices, {"num_warps": module.NUM_WARPS})
+    torch_dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+    for key, allow_tf32 in KEYS[dtype]:
+        torch.backends.cudnn.allow_tf32 = allow_tf32
+        assert dot_key(torch_dtype) == key
+        for fn, module, backward, choices in PERSISTENT:
+            limits = module.MAX_HIDDEN
+            dot_fp32, precision = dot_mode(torch_dtype, backward=backward)
+            compile_variants(fn, dtype, {**base, "BB": module.BB, "HP": padded_hidden(limits[key]),
+                                         "DOT_FP32": dot_fp32, "PRECISION": precision},
+                             choices, {"num_warps": module.NUM_WARPS})
 
 
 if __name__ == "__main__":

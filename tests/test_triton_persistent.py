@@ -7,6 +7,7 @@ import torch
 import fusedrnn
 from cases import CELLS, FORMS, compare_to_reference, random_config
 from fusedrnn.kernels.triton import gru_persistent, lstm_persistent, rnn_persistent
+from fusedrnn.kernels.triton.persistent_common import dot_key
 
 PERSISTENT_CELLS = [c for c in CELLS if c != "lstm_proj"]
 ON_GPU = torch.cuda.is_available()
@@ -34,16 +35,21 @@ def test_edge_sizes(cell):
 
 @pytest.mark.parametrize("cell", PERSISTENT_CELLS)
 def test_largest_supported_hidden_size(cell):
-    limit = {"lstm": lstm_persistent, "gru": gru_persistent}.get(cell, rnn_persistent.TANH).MAX_HIDDEN
+    module = {"lstm": lstm_persistent, "gru": gru_persistent}.get(cell, rnn_persistent)
+    limit = module.MAX_HIDDEN[dot_key(torch.float32)]
     cfg = dict(cell=cell, form="time_major", T=2, B=2, In=3, H=limit, layers=1,
                bidirectional=False, bias=True, with_h0=True)
     compare_to_reference("triton-persistent", cfg, torch.float32, DEVICE)
 
 
-@pytest.mark.parametrize("cls, limit", [(fusedrnn.LSTM, lstm_persistent.MAX_HIDDEN),
-                                        (fusedrnn.GRU, gru_persistent.MAX_HIDDEN),
-                                        (fusedrnn.RNN, rnn_persistent.MAX_HIDDEN)])
-def test_hidden_size_beyond_the_limit_names_it(cls, limit):
+@pytest.mark.parametrize("allow_tf32", [True, False], ids=["tf32", "ieee"])
+@pytest.mark.parametrize("cls, module", [(fusedrnn.LSTM, lstm_persistent),
+                                         (fusedrnn.GRU, gru_persistent),
+                                         (fusedrnn.RNN, rnn_persistent)])
+def test_hidden_size_beyond_the_limit_names_it(cls, module, allow_tf32, monkeypatch):
+    """The limit depends on the dot configuration (IEEE fp32 needs more registers)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", allow_tf32)
+    limit = module.MAX_HIDDEN["fp32-tf32" if allow_tf32 else "fp32-ieee"]
     m = cls(3, limit + 1, backend="triton-persistent").to(DEVICE)
     with pytest.raises(ValueError, match=f"hidden_size {limit + 1} exceeds .* limit {limit}"):
         m(torch.randn(2, 1, 3, device=DEVICE))
@@ -59,10 +65,11 @@ def test_projection_is_refused_with_a_reason():
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("T,B,In,H", [(1, 1, 7, 33), (256, 64, 64, 64), (512, 16, 96, 64)])
+@pytest.mark.parametrize("T,B,In,H", [(1, 1, 7, 17), (256, 64, 64, 32), (512, 40, 96, 31)])
 @pytest.mark.parametrize("cell", PERSISTENT_CELLS)
 def test_cuda_matches_reference(cell, T, B, In, H, dtype, monkeypatch):
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)   # see test_triton_step
+    # IEEE fp32 (see test_triton_step); H ≤ 32 is within every dot configuration's limit.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     cfg = dict(cell=cell, form="packed" if B > 1 else "time_major", T=T, B=B, In=In, H=H,
                layers=1, bidirectional=True, bias=True, with_h0=True)
     compare_to_reference("triton-persistent", cfg, dtype, "cuda")
@@ -73,7 +80,7 @@ def test_cuda_matches_reference(cell, T, B, In, H, dtype, monkeypatch):
 def test_cuda_runs_are_bitwise_deterministic(backend):
     """No atomics anywhere: repeated calls give bitwise-equal outputs and gradients."""
     torch.manual_seed(0)
-    m = fusedrnn.LSTM(32, 64, bidirectional=True, backend=backend).cuda()
+    m = fusedrnn.LSTM(32, 32, bidirectional=True, backend=backend).cuda()
     x = torch.randn(100, 8, 32, device="cuda", requires_grad=True)
     runs = []
     for _ in range(3):
@@ -84,3 +91,13 @@ def test_cuda_runs_are_bitwise_deterministic(backend):
         runs.append([out.detach(), h.detach(), c.detach(), x.grad] + [p.grad for p in m.parameters()])
     for other in runs[1:]:
         assert all(torch.equal(a, b) for a, b in zip(runs[0], other))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("cell", PERSISTENT_CELLS)
+def test_cuda_at_the_bf16_limit(cell):
+    """The widest register-resident case (bf16: H = 64 for the LSTM and GRU, 128 for the RNN)."""
+    module = {"lstm": lstm_persistent, "gru": gru_persistent}.get(cell, rnn_persistent)
+    cfg = dict(cell=cell, form="packed", T=300, B=24, In=48, H=module.MAX_HIDDEN["bf16"],
+               layers=1, bidirectional=True, bias=True, with_h0=True)
+    compare_to_reference("triton-persistent", cfg, torch.bfloat16, "cuda")

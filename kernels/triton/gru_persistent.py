@@ -20,9 +20,10 @@ from .cell_math import gru_backward, gru_forward
 
 GATES = 3
 WORKSPACE_COLUMNS = 4
-# 3 register tiles of HP×HP. ptxas, sm_90, 8 warps: HP=64 without spills (≤ 237 registers);
-# HP=128 spills (stack 72–264 bytes) except the bf16 forward.
-MAX_HIDDEN = 64
+# 3 register tiles of HP×HP; measured as in lstm_persistent (ptxas, sm_90, 8 warps). TF32 and
+# bf16: HP=64 fits (≤ 237 registers), HP=128 spills 72–264 bytes. IEEE fp32: HP=64 forward
+# spills 256 bytes; HP=32 fits (99/126). fp16: HP=64 backward spills 8 bytes; HP=32 fits.
+MAX_HIDDEN = {"fp32-tf32": 64, "fp32-ieee": 32, "fp16": 32, "bf16": 64}
 NUM_WARPS = 8
 BB = 16
 

@@ -22,11 +22,14 @@ from .step_common import tanh
 
 GATES = 4
 WORKSPACE_COLUMNS = 5
-# Register-resident W_hh (4 tiles of HP×HP). Measured with ptxas for sm_90 at 8 warps
-# (tests/test_ptx_compile.py keeps checking it): HP=64 compiles without spills (fwd 178,
-# bwd 254/239 registers fp32/bf16); HP=128 spills (stack 96–376 bytes). At 4 warps HP=64
-# already spills, hence NUM_WARPS = 8. Speed is unmeasured (no GPU yet).
-MAX_HIDDEN = 64
+# Register-resident W_hh (4 tiles of HP×HP): the largest H whose kernels compile for sm_90
+# without spills, per dot configuration, measured with ptxas at 8 warps (and kept checked by
+# tests/test_ptx_compile.py). TF32 and bf16: HP=64 fits (fwd 178, bwd 254/239 registers);
+# HP=128 spills 96–376 bytes. IEEE fp32: at HP=64 the forward aborts LLVM and the backward
+# spills 112 bytes; HP=32 fits (84/160). fp16 (backward on fp32 operands): HP=64 spills 8
+# bytes; HP=32 fits (156). At 4 warps TF32 HP=64 spills too, hence NUM_WARPS = 8. Speed is
+# unmeasured (no GPU yet).
+MAX_HIDDEN = {"fp32-tf32": 64, "fp32-ieee": 32, "fp16": 32, "bf16": 64}
 NUM_WARPS = 8
 BB = 16   # tl.dot's minimum tile side
 

@@ -13,8 +13,21 @@ Rows are independent: row b is active at step s while ``s < len_b``; an inactive
 its state and writes nothing. Direction 1 reads row b's step s at time ``len_b - 1 - s``.
 """
 
+import torch
 import triton
 import triton.language as tl
+
+# The dot configurations a persistent launch can compile to (see launch_common.dot_mode):
+# each has its own register budget, so each cell's MAX_HIDDEN is a table over these keys.
+DOT_KEYS = ("fp32-tf32", "fp32-ieee", "fp16", "bf16")
+
+
+def dot_key(dtype):
+    """Which ``DOT_KEYS`` entry a model of ``dtype`` compiles to on a GPU (also used under the
+    interpreter, so that limits do not depend on where the code runs)."""
+    if dtype == torch.float32:
+        return "fp32-tf32" if torch.backends.cudnn.allow_tf32 else "fp32-ieee"
+    return {torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
 
 
 def padded_hidden(H):

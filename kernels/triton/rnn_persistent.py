@@ -19,9 +19,10 @@ from .cell_math import rnn_activation, rnn_activation_grad
 
 GATES = 1
 WORKSPACE_COLUMNS = 0
-# One register tile of HP×HP. ptxas, sm_90, 8 warps: HP=128 without spills (≤ 192
-# registers); at 4 warps the fp32 backward spills (96 bytes).
-MAX_HIDDEN = 128
+# One register tile of HP×HP; measured as in lstm_persistent (ptxas, sm_90, 8 warps). TF32,
+# bf16, fp16: HP=128 fits (≤ 193 registers). IEEE fp32: HP=128 forward spills 4528 bytes (W
+# leaves the registers entirely); HP=64 fits (253/150).
+MAX_HIDDEN = {"fp32-tf32": 128, "fp32-ieee": 64, "fp16": 128, "bf16": 128}
 NUM_WARPS = 8
 BB = 16
 
