@@ -95,7 +95,7 @@ class TritonStepBackend:
         H, Hr = cfg.hidden_sizes(weights)
         w_ih = torch.cat([p["w_ih"] for p in dirs])                               # [D*G*H, In]
         w_hh = torch.stack([p["w_hh"] for p in dirs]).contiguous()               # [D, G*H, Hr]
-        xbias, b_hh_kernel = kern.split_biases(dirs, H, x) if cfg.has_bias else (None, None)
+        xbias, b_hh_kernel = kern.split_biases(dirs, H) if cfg.has_bias else (None, None)
         xproj = torch.addmm(xbias, x.reshape(T * B, In), w_ih.t()) if xbias is not None \
             else x.reshape(T * B, In) @ w_ih.t()
         lens, n_active = _lengths(lengths, T, B, x.device)

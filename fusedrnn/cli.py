@@ -12,7 +12,6 @@ import time
 import torch
 
 from . import backend_registry, benchmark, demo
-from .layer_config import LayerConfig
 from .modules import LSTM
 
 
@@ -24,8 +23,7 @@ def quickstart(args):
     baseline = torch.nn.LSTM(args.input, args.hidden, num_layers=args.layers, batch_first=True).to(device)
     baseline.load_state_dict(model.state_dict())
     x = torch.randn(args.batch, args.seq_len, args.input, device=device)
-    cfg = LayerConfig("LSTM", False, True, False)
-    ran = backend_registry.resolve(args.backend, cfg, x.transpose(0, 1), model._flat_weights).name
+    ran = model.resolved_backend()
 
     start = time.perf_counter()
     out, (h_n, c_n) = model(x)

@@ -28,17 +28,6 @@ DEFAULTS = {
 }
 
 
-def _resolved_backend(model, device):
-    """The backend ``"auto"`` (or the named one) actually runs for this model's first layer."""
-    from . import backend_registry
-    from .layer_config import LayerConfig
-
-    rnn = model.rnn
-    cfg = LayerConfig(rnn.mode, rnn.bidirectional, rnn.bias, rnn.proj_size > 0)
-    x = torch.empty(1, 1, rnn.input_size, device=device, dtype=rnn.weight_ih_l0.dtype)
-    return backend_registry.resolve(rnn.backend, cfg, x, rnn._flat_weights).name
-
-
 def load_text():
     return resources.files("fusedrnn.data").joinpath("tinyshakespeare.txt").read_text("utf-8")
 
@@ -153,7 +142,7 @@ def run(args):
     print(f"text: {len(text):,} characters, vocabulary {len(vocab)}; device {device}")
     print(f"model: {args.cell.upper()} hidden={args.hidden} layers={args.layers}; "
           f"batch={args.batch} seq_len={args.seq_len} steps={args.steps}; "
-          f"fusedrnn backend {args.backend!r} runs {_resolved_backend(fused, device)!r}")
+          f"fusedrnn backend {args.backend!r} runs {fused.rnn.resolved_backend()!r}")
     print(f"uniform guessing would score {math.log(len(vocab)):.3f} nats")
     trained = train_lockstep({"fusedrnn": fused, "torch.nn": baseline}, train_data, args, device,
                              progress=not args.quiet)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from . import backend_registry, functional
+from .layer_config import LayerConfig
 
 
 class _FusedRNNBase(nn.RNNBase):
@@ -30,6 +31,15 @@ class _FusedRNNBase(nn.RNNBase):
             training=self.training, bidirectional=self.bidirectional, proj_size=self.proj_size,
             backend=self.backend,
         )
+
+    def resolved_backend(self, device=None):
+        """The backend this module's layers run on for input on ``device`` (default: the
+        parameters' device), e.g. what ``"auto"`` picks."""
+        weights = self._flat_weights_now()
+        cfg = LayerConfig(self.mode, self.bidirectional, self.bias, self.proj_size > 0)
+        x = torch.empty(1, 1, self.input_size, device=device or weights[0].device,
+                        dtype=weights[0].dtype)
+        return backend_registry.resolve(self.backend, cfg, x, weights).name
 
     def extra_repr(self):
         s = super().extra_repr()

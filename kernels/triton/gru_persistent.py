@@ -17,9 +17,8 @@ import triton.language as tl
 from .launch_common import dot_mode
 from .persistent_common import load_square, mm, padded_hidden, step_times, tile_rows
 from .cell_math import gru_backward, gru_forward
+from .gru_step import GATES, WORKSPACE_COLUMNS, split_biases  # noqa: F401  (same layouts)
 
-GATES = 3
-WORKSPACE_COLUMNS = 4
 # 3 register tiles of HP×HP; measured as in lstm_persistent (ptxas, sm_90, 8 warps). TF32 and
 # bf16: HP=64 fits (≤ 237 registers), HP=128 spills 72–264 bytes. IEEE fp32: HP=64 forward
 # spills 256 bytes; HP=32 fits (99/126). fp16: HP=64 backward spills 8 bytes; HP=32 fits.
@@ -112,13 +111,6 @@ def gru_persistent_bwd_kernel(
 
 
 # ---------------------------------------------------------------------------------- launchers
-
-def split_biases(dirs, H, x):
-    """``(xbias [D*3H], b_hn [D, H])``: b_hr and b_hz fold into the input projection."""
-    from .gru_step import split_biases as step_split
-
-    return step_split(dirs, H, x)
-
 
 def forward(xproj, w_hh, b_hn, h0, c0, lens, n_active, y, ws):
     """One launch over all steps; same outputs as ``gru_step.forward``."""

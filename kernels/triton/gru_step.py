@@ -107,7 +107,7 @@ def gru_step_bwd_kernel(
 
 # ---------------------------------------------------------------- launchers (the time loops)
 
-def split_biases(dirs, H, x):
+def split_biases(dirs, H):
     """``(xbias [D*3H], b_hn [D, H])``: b_hr and b_hz fold into the input projection."""
     xbias = torch.cat([p["b_ih"] + torch.cat([p["b_hh"][:2 * H], p["b_hh"].new_zeros(H)])
                        for p in dirs])

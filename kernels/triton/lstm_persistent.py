@@ -18,10 +18,9 @@ import triton.language as tl
 from .launch_common import dot_mode
 from .persistent_common import load_square, mm, padded_hidden, step_times, tile_rows
 from .cell_math import lstm_backward, lstm_forward
+from .lstm_step import GATES, WORKSPACE_COLUMNS, split_biases  # noqa: F401  (same layouts)
 from .step_common import tanh
 
-GATES = 4
-WORKSPACE_COLUMNS = 5
 # Register-resident W_hh (4 tiles of HP×HP): the largest H whose kernels compile for sm_90
 # without spills, per dot configuration, measured with ptxas at 8 warps (and kept checked by
 # tests/test_ptx_compile.py). TF32 and bf16: HP=64 fits (fwd 178, bwd 254/239 registers);
@@ -125,11 +124,6 @@ def lstm_persistent_bwd_kernel(
 
 
 # ---------------------------------------------------------------------------------- launchers
-
-def split_biases(dirs, H, x):
-    """Both biases fold into the input projection: ``(xbias [D*4H], None)``."""
-    return torch.cat([p["b_ih"] + p["b_hh"] for p in dirs]), None
-
 
 def forward(xproj, w_hh, b_hh, h0, c0, lens, n_active, y, ws):
     """One launch over all steps; same outputs as ``lstm_step.forward``."""

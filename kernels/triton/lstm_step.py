@@ -170,7 +170,7 @@ def lstm_step_bwd_kernel(
 # ---------------------------------------------------------------- launchers (the time loops)
 
 
-def split_biases(dirs, H, x):
+def split_biases(dirs, H):
     """Both biases fold into the input projection: ``(xbias [D*4H], None)``."""
     return torch.cat([p["b_ih"] + p["b_hh"] for p in dirs]), None
 

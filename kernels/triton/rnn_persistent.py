@@ -14,11 +14,9 @@ import triton.language as tl
 
 from .launch_common import dot_mode
 from .persistent_common import load_square, mm, padded_hidden, step_times, tile_rows
-from .rnn_step import split_biases
+from .rnn_step import GATES, WORKSPACE_COLUMNS, split_biases
 from .cell_math import rnn_activation, rnn_activation_grad
 
-GATES = 1
-WORKSPACE_COLUMNS = 0
 # One register tile of HP×HP; measured as in lstm_persistent (ptxas, sm_90, 8 warps). TF32,
 # bf16, fp16: HP=128 fits (≤ 193 registers). IEEE fp32: HP=128 forward spills 4528 bytes (W
 # leaves the registers entirely); HP=64 fits (253/150).
