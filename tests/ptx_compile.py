@@ -18,8 +18,9 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from fusedrnn.kernels.triton import (gru_persistent, gru_step, lstm_persistent, lstm_step,
-                                     rnn_persistent, rnn_step)
+from fusedrnn.kernels.triton import (gru_persistent, gru_persistent_split, gru_step,
+                                     lstm_persistent, lstm_persistent_split, lstm_step,
+                                     rnn_persistent, rnn_persistent_split, rnn_step, split_common)
 from fusedrnn.kernels.triton.launch_common import BB, BH, BK, dot_mode
 from fusedrnn.kernels.triton.persistent_common import dot_key, padded_hidden
 
@@ -48,6 +49,16 @@ PERSISTENT = [  # (kernel, module, backward?, extra constexpr choices)
     (rnn_persistent.rnn_persistent_fwd_kernel, rnn_persistent, False, {"RELU": (False,)}),
     (rnn_persistent.rnn_persistent_bwd_kernel, rnn_persistent, True, {"RELU": (False,)}),
 ]
+# Hidden-split kernels: the step tile bodies in a time loop with a grid barrier, compiled as
+# launched (cooperative grid, the launch's warps and dot configuration).
+SPLIT = [  # (kernel, backward?, extra constexpr choices)
+    (lstm_persistent_split.lstm_persistent_split_fwd_kernel, False, {"HAS_PROJ": (False, True)}),
+    (lstm_persistent_split.lstm_persistent_split_bwd_kernel, True, {"HAS_PROJ": (False, True)}),
+    (gru_persistent_split.gru_persistent_split_fwd_kernel, False, {"HAS_BHN": (True,)}),
+    (gru_persistent_split.gru_persistent_split_bwd_kernel, True, {}),
+    (rnn_persistent_split.rnn_persistent_split_fwd_kernel, False, {"RELU": (False,)}),
+    (rnn_persistent_split.rnn_persistent_split_bwd_kernel, True, {"RELU": (False,)}),
+]
 # dtype argument -> the dot keys it covers, with the cudnn.allow_tf32 setting that selects each
 KEYS = {"fp32": [("fp32-tf32", True), ("fp32-ieee", False)], "fp16": [("fp16", True)],
         "bf16": [("bf16", True)]}
@@ -60,6 +71,8 @@ def signature(fn, dtype, constexprs):
             sig[name] = "constexpr"
         elif name == "p_len":
             sig[name] = "*i64"
+        elif name in ("p_nact", "p_bar"):
+            sig[name] = "*i32"
         elif name.startswith("p_"):
             sig[name] = "*fp32" if name in FP32_BUFFERS else f"*{dtype}"
         else:
@@ -106,6 +119,12 @@ def main(dtype):
             compile_variants(fn, dtype, {**base, "BB": module.BB, "HP": padded_hidden(limits[key]),
                                          "DOT_FP32": dot_fp32, "PRECISION": precision},
                              choices, {"num_warps": module.NUM_WARPS})
+        for fn, backward, choices in SPLIT:
+            dot_fp32, precision = dot_mode(torch_dtype, backward=backward)
+            compile_variants(fn, dtype, {**base, "BH": split_common.SLICE_WIDTH,
+                                         "DOT_FP32": dot_fp32, "PRECISION": precision},
+                             choices, {"num_warps": split_common.NUM_WARPS,
+                                       "launch_cooperative_grid": True})
 
 
 if __name__ == "__main__":

@@ -1,15 +1,22 @@
-"""``backend="triton-persistent"`` (batch-tiled, register-resident form) against the float64
-reference: outputs and every gradient; its limits raise ValueError naming them."""
+"""``backend="triton-persistent"``, both forms, against the float64 reference: outputs and
+every gradient; limits raise ValueError naming them.
+
+The batch-tiled (register-resident) form runs wherever it fits; the hidden-split form is forced
+with ``split_form`` (under the interpreter it runs one program per direction, see
+``split_common``; its multi-program path and grid barrier are tested on CUDA)."""
 
 import pytest
 import torch
 
 import fusedrnn
-from cases import CELLS, FORMS, compare_to_reference, random_config
+from cases import (CELLS, FORMS, compare_to_reference, make_inputs, outputs_and_grads,
+                   random_config, twin_modules)
+from conftest import rel_err
 from fusedrnn.kernels.triton import gru_persistent, lstm_persistent, rnn_persistent
+from fusedrnn import backend_triton_persistent
 from fusedrnn.kernels.triton.persistent_common import dot_key
 
-PERSISTENT_CELLS = [c for c in CELLS if c != "lstm_proj"]
+PERSISTENT_CELLS = [c for c in CELLS if c != "lstm_proj"]   # batch-tiled form: no projection
 ON_GPU = torch.cuda.is_available()
 DEVICE = "cuda" if ON_GPU else "cpu"
 
@@ -42,25 +49,88 @@ def test_largest_supported_hidden_size(cell):
     compare_to_reference("triton-persistent", cfg, torch.float32, DEVICE)
 
 
+@pytest.fixture
+def split_form(monkeypatch):
+    """Run every layer in the hidden-split form, whatever its size."""
+    monkeypatch.setattr(backend_triton_persistent, "batch_tiled_fits", lambda *args: False)
+
+
+def uses_split_form(cell, H, dtype):
+    mode = {"lstm": "LSTM", "lstm_proj": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH",
+            "rnn_relu": "RNN_RELU"}[cell]
+    return not backend_triton_persistent.batch_tiled_fits(mode, H, dtype, cell == "lstm_proj")
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("cell, form_of_kernel", [(c, "batch_tiled") for c in PERSISTENT_CELLS]
+                         + [(c, "split") for c in CELLS])
+def test_randomised_module_parity_with_torch_nn_float32(cell, form_of_kernel, seed, monkeypatch):
+    """The issue's acceptance check: a random configuration (input form, sizes, layers,
+    directions, bias, h0) against torch.nn in float32, relative error ≤ 2e-4 (fp32 budget)."""
+    if form_of_kernel == "split":
+        monkeypatch.setattr(backend_triton_persistent, "batch_tiled_fits", lambda *args: False)
+    cfg = random_config(cell, FORMS[(seed + len(cell)) % len(FORMS)], 100 + seed)
+    cfg["layers"] = min(cfg["layers"], 2)
+    ref, ours = twin_modules(cfg, "triton-persistent", dtype=torch.float32, device=DEVICE)
+    inp, hx, leaves = make_inputs(cfg, dtype=torch.float32, device=DEVICE, seed=seed)
+    want_outs, want_grads = outputs_and_grads(ref, inp, hx, leaves)
+    got_outs, got_grads = outputs_and_grads(ours, inp, hx, leaves)
+    for i, (a, b) in enumerate(zip(got_outs, want_outs)):
+        assert rel_err(a, b) <= 2e-4, (cfg, i)
+    assert got_grads.keys() == want_grads.keys()
+    for name in want_grads:
+        assert rel_err(got_grads[name], want_grads[name]) <= 2e-4, (cfg, name)
+
+
 @pytest.mark.parametrize("allow_tf32", [True, False], ids=["tf32", "ieee"])
-@pytest.mark.parametrize("cls, module", [(fusedrnn.LSTM, lstm_persistent),
-                                         (fusedrnn.GRU, gru_persistent),
-                                         (fusedrnn.RNN, rnn_persistent)])
-def test_hidden_size_beyond_the_limit_names_it(cls, module, allow_tf32, monkeypatch):
-    """The limit depends on the dot configuration (IEEE fp32 needs more registers)."""
+@pytest.mark.parametrize("cell, module", [("lstm", lstm_persistent), ("gru", gru_persistent),
+                                          ("rnn_tanh", rnn_persistent)])
+def test_beyond_the_batch_tiled_limit_the_split_form_runs(cell, module, allow_tf32, monkeypatch):
+    """The batch-tiled limit depends on the dot configuration (IEEE fp32 needs more registers);
+    one unit more switches to the hidden-split form, which must be just as exact."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", allow_tf32)
     limit = module.MAX_HIDDEN["fp32-tf32" if allow_tf32 else "fp32-ieee"]
-    m = cls(3, limit + 1, backend="triton-persistent").to(DEVICE)
-    with pytest.raises(ValueError, match=f"hidden_size {limit + 1} exceeds .* limit {limit}"):
-        m(torch.randn(2, 1, 3, device=DEVICE))
-    auto = cls(3, limit + 1).to(DEVICE)          # "auto" never raises for a limit
-    assert auto(torch.randn(2, 1, 3, device=DEVICE))[0].shape == (2, 1, limit + 1)
+    assert not uses_split_form(cell, limit, torch.float32)
+    assert uses_split_form(cell, limit + 1, torch.float32)
+    cfg = dict(cell=cell, form="time_major", T=2, B=2, In=3, H=limit + 1, layers=1,
+               bidirectional=False, bias=True, with_h0=True)
+    compare_to_reference("triton-persistent", cfg, torch.float32, DEVICE)
 
 
-def test_projection_is_refused_with_a_reason():
-    m = fusedrnn.LSTM(3, 6, proj_size=2, backend="triton-persistent").to(DEVICE)
-    with pytest.raises(ValueError, match="proj_size"):
-        m(torch.randn(2, 1, 3, device=DEVICE))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_split_form_matches_reference(cell, form, dtype, split_form):
+    seed = sum(map(ord, cell + form)) + 7
+    cfg = random_config(cell, form, seed)
+    cfg["layers"] = min(cfg["layers"], 2)
+    compare_to_reference("triton-persistent", cfg, dtype, DEVICE, seed)
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_split_form_edge_sizes(cell, split_form):
+    """T=1, B=1, H not a power of two, several batch tiles (B=17), no bias, with h0."""
+    for T, B, H in [(1, 1, 3), (3, 1, 7), (2, 17, 5)]:
+        cfg = dict(cell=cell, form="packed" if B > 1 else "time_major", T=T, B=B, In=2, H=H,
+                   layers=1, bidirectional=True, bias=False, with_h0=True)
+        compare_to_reference("triton-persistent", cfg, torch.float32, DEVICE)
+
+
+def test_projection_runs_in_the_split_form():
+    assert uses_split_form("lstm_proj", 6, torch.float32)
+    cfg = dict(cell="lstm_proj", form="packed", T=4, B=3, In=3, H=6, layers=1,
+               bidirectional=True, bias=True, with_h0=True)
+    compare_to_reference("triton-persistent", cfg, torch.float32, DEVICE)
+
+
+def test_split_form_limit_names_it():
+    """Programs of all directions must be co-resident: one 32-unit slice per SM at most."""
+    reason = backend_triton_persistent.split_form_limit_reason
+    assert reason(4224, 4224, 1, 132) is None
+    assert reason(2112, 2112, 2, 132) is None
+    assert "limit is 2112" in reason(2113, 2113, 2, 132)
+    assert "hidden size 4225 needs 133 co-resident programs" in reason(4225, 4225, 1, 132)
+    assert "limit is 4224" in reason(100, 4225, 1, 132)      # the projection width counts too
 
 
 @pytest.mark.cuda
@@ -76,11 +146,35 @@ def test_cuda_matches_reference(cell, T, B, In, H, dtype, monkeypatch):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("backend", ["triton-step", "triton-persistent"])
-def test_cuda_runs_are_bitwise_deterministic(backend):
-    """No atomics anywhere: repeated calls give bitwise-equal outputs and gradients."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("T,B,In,H", [(1, 1, 7, 100), (128, 40, 64, 257), (64, 16, 768, 768)])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_cuda_split_form_matches_reference(cell, T, B, In, H, dtype, monkeypatch):
+    """The multi-program path: 4 to 24 slices per direction meeting at the grid barrier."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    assert uses_split_form(cell, H, dtype)
+    cfg = dict(cell=cell, form="packed" if B > 1 else "time_major", T=T, B=B, In=In, H=H,
+               layers=1, bidirectional=True, bias=True, with_h0=True)
+    compare_to_reference("triton-persistent", cfg, dtype, "cuda")
+
+
+@pytest.mark.cuda
+def test_cuda_split_form_beyond_co_residency_is_refused():
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    H = 32 * sms // 2 + 1
+    m = fusedrnn.RNN(8, H, bidirectional=True, backend="triton-persistent").cuda()
+    with pytest.raises(ValueError, match=f"limit is {32 * sms // 2}"):
+        m(torch.randn(2, 1, 8, device="cuda"))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend,H", [("triton-step", 32), ("triton-persistent", 32),
+                                       ("triton-persistent", 200)])
+def test_cuda_runs_are_bitwise_deterministic(backend, H):
+    """No atomics in the arithmetic: repeated calls give bitwise-equal outputs and gradients
+    (H=200 runs the hidden-split form: its barrier must not change any result)."""
     torch.manual_seed(0)
-    m = fusedrnn.LSTM(32, 32, bidirectional=True, backend=backend).cuda()
+    m = fusedrnn.LSTM(32, H, bidirectional=True, backend=backend).cuda()
     x = torch.randn(100, 8, 32, device="cuda", requires_grad=True)
     runs = []
     for _ in range(3):

@@ -30,27 +30,32 @@ GATES = 3
 WORKSPACE_COLUMNS = 4  # r z n ghn, in units of H
 
 
-@triton.jit(do_not_specialize=["s", "n_active"])
-def gru_step_fwd_kernel(
+@triton.jit
+def gru_step_fwd(
+    b_tile, j_tile, d,
     p_xproj, p_whh, p_bhn,
     p_h, sh_d, sh_t, sh_b,
     p_y, p_ws, p_len, s, n_active, T, B, H, D,
     HAS_BHN: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
-    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr, CACHE: tl.constexpr,
 ):
+    """Forward of tile (b_tile, j_tile, d) at step s; ``CACHE`` as in ``rows_dot``."""
     d, o_b, m_b, t, t_prev, _, _, o_j, m_j, m = step_tile(
-        s, p_len, n_active, H, BB, BH)
+        b_tile, j_tile, d, s, p_len, n_active, H, BB, BH)
 
     o_h = d * sh_d + t_prev * sh_t + o_b * sh_b                                   # [BB]
     o_w = d * 3 * H * H + o_j * H                                                 # [BH]
     acc = tl.zeros([BB, BH], tl.float32)
-    gh_r = rows_dot(acc, p_h, o_h, m_b, H, p_whh, o_w, m_j, 1, BK, DOT_FP32, PRECISION)
-    gh_z = rows_dot(acc, p_h, o_h, m_b, H, p_whh, o_w + H * H, m_j, 1, BK, DOT_FP32, PRECISION)
-    gh_n = rows_dot(acc, p_h, o_h, m_b, H, p_whh, o_w + 2 * H * H, m_j, 1, BK, DOT_FP32, PRECISION)
+    gh_r = rows_dot(acc, p_h, o_h, m_b, H, p_whh, o_w, m_j, 1, BK, DOT_FP32, PRECISION, CACHE)
+    gh_z = rows_dot(acc, p_h, o_h, m_b, H, p_whh, o_w + H * H, m_j, 1, BK, DOT_FP32, PRECISION,
+                    CACHE)
+    gh_n = rows_dot(acc, p_h, o_h, m_b, H, p_whh, o_w + 2 * H * H, m_j, 1, BK, DOT_FP32, PRECISION,
+                    CACHE)
     if HAS_BHN:
         gh_n += tl.load(p_bhn + d * H + o_j, mask=m_j, other=0.0).to(tl.float32)[None, :]
     p_xg = p_xproj + ((t * B + o_b) * (D * 3 * H) + d * 3 * H)[:, None] + o_j[None, :]
-    b_h_prev = tl.load(p_h + o_h[:, None] + o_j[None, :], mask=m, other=0.0).to(tl.float32)
+    b_h_prev = tl.load(p_h + o_h[:, None] + o_j[None, :], mask=m, other=0.0,
+                       cache_modifier=CACHE).to(tl.float32)
     b_r, b_z, b_n, b_h = gru_forward(                                            # [BB, BH] each
         tl.load(p_xg, mask=m, other=0.0).to(tl.float32),
         tl.load(p_xg + H, mask=m, other=0.0).to(tl.float32),
@@ -66,21 +71,34 @@ def gru_step_fwd_kernel(
 
 
 @triton.jit(do_not_specialize=["s", "n_active"])
-def gru_step_bwd_kernel(
+def gru_step_fwd_kernel(
+    p_xproj, p_whh, p_bhn, p_h, sh_d, sh_t, sh_b, p_y, p_ws, p_len, s, n_active, T, B, H, D,
+    HAS_BHN: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
+    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+):
+    gru_step_fwd(tl.program_id(0), tl.program_id(1), tl.program_id(2),
+                 p_xproj, p_whh, p_bhn, p_h, sh_d, sh_t, sh_b, p_y, p_ws, p_len, s, n_active,
+                 T, B, H, D, HAS_BHN, BB, BH, BK, DOT_FP32, PRECISION, "")
+
+
+@triton.jit
+def gru_step_bwd(
+    b_tile, j_tile, d,
     p_dy, p_dhn, p_whh, p_ws,
     p_h, sh_d, sh_t, sh_b,
     p_dgi, p_dgh, p_carry, p_len, s, n_active, T, B, H, D,
     BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
-    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr, CACHE: tl.constexpr,
 ):
+    """Backward of tile (b_tile, j_tile, d) at step s; ``CACHE`` as in ``rows_dot``."""
     d, o_b, m_b, t, t_prev, t_next, last, o_j, m_j, m = step_tile(
-        s, p_len, n_active, H, BB, BH)
+        b_tile, j_tile, d, s, p_len, n_active, H, BB, BH)
 
     o_gn = ((d * T + t_next) * B + o_b) * (3 * H)                                 # [BB]
     rec = rows_dot(tl.zeros([BB, BH], tl.float32), p_dgh, o_gn, m_b & (last == 0), 3 * H,
-                   p_whh, d * 3 * H * H + o_j, m_j, H, BK, DOT_FP32, PRECISION)
+                   p_whh, d * 3 * H * H + o_j, m_j, H, BK, DOT_FP32, PRECISION, CACHE)
     o_state = (d * B + o_b)[:, None] * H + o_j[None, :]                           # [BB, BH]
-    b_carry = tl.load(p_carry + o_state, mask=m, other=0.0)
+    b_carry = tl.load(p_carry + o_state, mask=m, other=0.0, cache_modifier=CACHE)
     b_dhn = tl.load(p_dhn + o_state, mask=m, other=0.0).to(tl.float32)
     b_dy = tl.load(p_dy + ((t * B + o_b) * (D * H) + d * H)[:, None] + o_j[None, :], mask=m,
                    other=0.0).to(tl.float32)
@@ -103,6 +121,17 @@ def gru_step_bwd_kernel(
     tl.store(p_dgh + o_g + H, b_dz, mask=m)
     tl.store(p_dgh + o_g + 2 * H, b_dn * b_r, mask=m)
     tl.store(p_carry + o_state, b_direct, mask=m)
+
+
+@triton.jit(do_not_specialize=["s", "n_active"])
+def gru_step_bwd_kernel(
+    p_dy, p_dhn, p_whh, p_ws, p_h, sh_d, sh_t, sh_b, p_dgi, p_dgh, p_carry, p_len, s, n_active,
+    T, B, H, D, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
+    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+):
+    gru_step_bwd(tl.program_id(0), tl.program_id(1), tl.program_id(2),
+                 p_dy, p_dhn, p_whh, p_ws, p_h, sh_d, sh_t, sh_b, p_dgi, p_dgh, p_carry, p_len,
+                 s, n_active, T, B, H, D, BB, BH, BK, DOT_FP32, PRECISION, "")
 
 
 # ---------------------------------------------------------------- launchers (the time loops)

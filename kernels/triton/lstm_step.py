@@ -33,29 +33,35 @@ GATES = 4
 WORKSPACE_COLUMNS = 5  # i f g o c, in units of H
 
 
-@triton.jit(do_not_specialize=["s", "n_active"])
-def lstm_step_fwd_kernel(
+@triton.jit
+def lstm_step_fwd(
+    b_tile, j_tile, d,
     p_xproj, p_whh,
     p_h, sh_d, sh_t, sh_b,
     p_c, sc_d, sc_t, sc_b,
     p_y, p_ws, p_len, s, n_active, T, B, H, Hr, D,
     HAS_PROJ: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
-    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr, CACHE: tl.constexpr,
 ):
+    """Forward of tile (b_tile, j_tile, d) at step s; ``CACHE`` as in ``rows_dot``."""
     d, o_b, m_b, t, t_prev, _, _, o_j, m_j, m = step_tile(
-        s, p_len, n_active, H, BB, BH)
+        b_tile, j_tile, d, s, p_len, n_active, H, BB, BH)
 
     o_h = d * sh_d + t_prev * sh_t + o_b * sh_b                                   # [BB]
     o_x = (t * B + o_b) * (D * 4 * H) + d * 4 * H                                 # [BB]
     o_w = d * 4 * H * Hr + o_j * Hr                                               # [BH]
     acc = tl.zeros([BB, BH], tl.float32)
-    a_i = rows_dot(acc, p_h, o_h, m_b, Hr, p_whh, o_w, m_j, 1, BK, DOT_FP32, PRECISION)
-    a_f = rows_dot(acc, p_h, o_h, m_b, Hr, p_whh, o_w + H * Hr, m_j, 1, BK, DOT_FP32, PRECISION)
-    a_g = rows_dot(acc, p_h, o_h, m_b, Hr, p_whh, o_w + 2 * H * Hr, m_j, 1, BK, DOT_FP32, PRECISION)
-    a_o = rows_dot(acc, p_h, o_h, m_b, Hr, p_whh, o_w + 3 * H * Hr, m_j, 1, BK, DOT_FP32, PRECISION)
+    a_i = rows_dot(acc, p_h, o_h, m_b, Hr, p_whh, o_w, m_j, 1, BK, DOT_FP32, PRECISION, CACHE)
+    a_f = rows_dot(acc, p_h, o_h, m_b, Hr, p_whh, o_w + H * Hr, m_j, 1, BK, DOT_FP32, PRECISION,
+                   CACHE)
+    a_g = rows_dot(acc, p_h, o_h, m_b, Hr, p_whh, o_w + 2 * H * Hr, m_j, 1, BK, DOT_FP32, PRECISION,
+                   CACHE)
+    a_o = rows_dot(acc, p_h, o_h, m_b, Hr, p_whh, o_w + 3 * H * Hr, m_j, 1, BK, DOT_FP32, PRECISION,
+                   CACHE)
     p_xg = p_xproj + o_x[:, None] + o_j[None, :]
     o_c = d * sc_d + t_prev * sc_t + o_b * sc_b
-    b_c_prev = tl.load(p_c + o_c[:, None] + o_j[None, :], mask=m, other=0.0).to(tl.float32)
+    b_c_prev = tl.load(p_c + o_c[:, None] + o_j[None, :], mask=m, other=0.0,
+                       cache_modifier=CACHE).to(tl.float32)
     b_i, b_f, b_g, b_o, b_c = lstm_forward(                                      # [BB, BH] each
         a_i + tl.load(p_xg, mask=m, other=0.0).to(tl.float32),
         a_f + tl.load(p_xg + H, mask=m, other=0.0).to(tl.float32),
@@ -74,21 +80,35 @@ def lstm_step_fwd_kernel(
 
 
 @triton.jit(do_not_specialize=["s", "n_active"])
-def lstm_proj_fwd_kernel(
+def lstm_step_fwd_kernel(
+    p_xproj, p_whh, p_h, sh_d, sh_t, sh_b, p_c, sc_d, sc_t, sc_b, p_y, p_ws, p_len, s, n_active,
+    T, B, H, Hr, D, HAS_PROJ: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr,
+    BK: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+):
+    lstm_step_fwd(tl.program_id(0), tl.program_id(1), tl.program_id(2),
+                  p_xproj, p_whh, p_h, sh_d, sh_t, sh_b, p_c, sc_d, sc_t, sc_b, p_y, p_ws, p_len,
+                  s, n_active, T, B, H, Hr, D, HAS_PROJ, BB, BH, BK, DOT_FP32, PRECISION, "")
+
+
+@triton.jit
+def lstm_proj_fwd(
+    b_tile, p_tile, d,
     p_ws, p_whr, p_y, p_len, s, n_active, T, B, H, P, D,
     BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
-    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr, CACHE: tl.constexpr,
 ):
     """Projection at step s: ``y[t, b, d, p] = (o ⊙ tanh c)[b, :] @ W_hr[d, p, :]ᵀ``, tile over p."""
     d, o_b, m_b, t, _, _, _, o_p, m_p, m = step_tile(
-        s, p_len, n_active, P, BB, BH)
+        b_tile, p_tile, d, s, p_len, n_active, P, BB, BH)
     o_w = ((d * T + t) * B + o_b) * (5 * H)                                       # [BB]
     acc = tl.zeros([BB, BH], tl.float32)
     for k0 in range(0, H, BK):
         o_k = k0 + tl.arange(0, BK)
         m_a = m_b[:, None] & (o_k < H)[None, :]
-        b_o = tl.load(p_ws + o_w[:, None] + 3 * H + o_k[None, :], mask=m_a, other=0.0)
-        b_c = tl.load(p_ws + o_w[:, None] + 4 * H + o_k[None, :], mask=m_a, other=0.0)
+        b_o = tl.load(p_ws + o_w[:, None] + 3 * H + o_k[None, :], mask=m_a, other=0.0,
+                      cache_modifier=CACHE)
+        b_c = tl.load(p_ws + o_w[:, None] + 4 * H + o_k[None, :], mask=m_a, other=0.0,
+                      cache_modifier=CACHE)
         b_m = b_o * tanh(b_c)                                                     # [BB, BK]
         b_w = tl.load(p_whr + d * P * H + o_p[None, :] * H + o_k[:, None],
                       mask=(o_k < H)[:, None] & m_p[None, :], other=0.0)          # [BK, BH]
@@ -101,18 +121,29 @@ def lstm_proj_fwd_kernel(
 
 
 @triton.jit(do_not_specialize=["s", "n_active"])
-def lstm_proj_bwd_dh_kernel(
-    p_dy, p_dhn, p_whh, p_dg, p_dh, p_len, s, n_active, T, B, H, P, D,
+def lstm_proj_fwd_kernel(
+    p_ws, p_whr, p_y, p_len, s, n_active, T, B, H, P, D,
     BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
     DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+):
+    lstm_proj_fwd(tl.program_id(0), tl.program_id(1), tl.program_id(2), p_ws, p_whr, p_y, p_len,
+                  s, n_active, T, B, H, P, D, BB, BH, BK, DOT_FP32, PRECISION, "")
+
+
+@triton.jit
+def lstm_proj_bwd_dh(
+    b_tile, p_tile, d,
+    p_dy, p_dhn, p_whh, p_dg, p_dh, p_len, s, n_active, T, B, H, P, D,
+    BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
+    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr, CACHE: tl.constexpr,
 ):
     """With a projection, ∂L/∂h (width P) first: ``dh = dy + (last ? dh_n : dG[t_next] @ W_hh)``,
     stored to ``dh_all [D, T, B, P]`` for the gate kernel and for dW_hr after the loop."""
     d, o_b, m_b, t, _, t_next, last, o_p, m_p, m = step_tile(
-        s, p_len, n_active, P, BB, BH)
+        b_tile, p_tile, d, s, p_len, n_active, P, BB, BH)
     o_gn = ((d * T + t_next) * B + o_b) * (4 * H)
     rec = rows_dot(tl.zeros([BB, BH], tl.float32), p_dg, o_gn, m_b & (last == 0), 4 * H,
-                   p_whh, d * 4 * H * P + o_p, m_p, P, BK, DOT_FP32, PRECISION)
+                   p_whh, d * 4 * H * P + o_p, m_p, P, BK, DOT_FP32, PRECISION, CACHE)
     b_dhn = tl.load(p_dhn + (d * B + o_b)[:, None] * P + o_p[None, :], mask=m, other=0.0)
     b_dy = tl.load(p_dy + ((t * B + o_b) * (D * P) + d * P)[:, None] + o_p[None, :], mask=m,
                    other=0.0).to(tl.float32)
@@ -121,33 +152,46 @@ def lstm_proj_bwd_dh_kernel(
 
 
 @triton.jit(do_not_specialize=["s", "n_active"])
-def lstm_step_bwd_kernel(
+def lstm_proj_bwd_dh_kernel(
+    p_dy, p_dhn, p_whh, p_dg, p_dh, p_len, s, n_active, T, B, H, P, D,
+    BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
+    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+):
+    lstm_proj_bwd_dh(tl.program_id(0), tl.program_id(1), tl.program_id(2), p_dy, p_dhn, p_whh,
+                     p_dg, p_dh, p_len, s, n_active, T, B, H, P, D, BB, BH, BK, DOT_FP32,
+                     PRECISION, "")
+
+
+@triton.jit
+def lstm_step_bwd(
+    b_tile, j_tile, d,
     p_dy, p_dhn, p_dcn, p_whh, p_ws,
     p_c, sc_d, sc_t, sc_b,
     p_dg, p_dc, p_dh, p_whr, p_len, s, n_active, T, B, H, Hr, D,
     HAS_PROJ: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
-    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr, CACHE: tl.constexpr,
 ):
+    """Backward of tile (b_tile, j_tile, d) at step s; ``CACHE`` as in ``rows_dot``."""
     d, o_b, m_b, t, t_prev, t_next, last, o_j, m_j, m = step_tile(
-        s, p_len, n_active, H, BB, BH)
+        b_tile, j_tile, d, s, p_len, n_active, H, BB, BH)
     o_state = (d * B + o_b)[:, None] * H + o_j[None, :]                           # [BB, BH]
 
     if HAS_PROJ:
         # ∂L/∂(o ⊙ tanh c) = dh @ W_hr, with dh [.., P] from lstm_proj_bwd_dh_kernel.
         o_dh = ((d * T + t) * B + o_b) * Hr
         b_dh = rows_dot(tl.zeros([BB, BH], tl.float32), p_dh, o_dh, m_b, Hr,
-                        p_whr, d * Hr * H + o_j, m_j, H, BK, DOT_FP32, PRECISION)
+                        p_whr, d * Hr * H + o_j, m_j, H, BK, DOT_FP32, PRECISION, CACHE)
     else:
         # Recurrent gradient dG[t_next] @ W_hh, for rows that have a next step.
         o_gn = ((d * T + t_next) * B + o_b) * (4 * H)                             # [BB]
         rec = rows_dot(tl.zeros([BB, BH], tl.float32), p_dg, o_gn, m_b & (last == 0), 4 * H,
-                       p_whh, d * 4 * H * Hr + o_j, m_j, Hr, BK, DOT_FP32, PRECISION)
+                       p_whh, d * 4 * H * Hr + o_j, m_j, Hr, BK, DOT_FP32, PRECISION, CACHE)
         b_dhn = tl.load(p_dhn + o_state, mask=m, other=0.0).to(tl.float32)
         b_dy = tl.load(p_dy + ((t * B + o_b) * (D * Hr) + d * Hr)[:, None] + o_j[None, :],
                        mask=m, other=0.0).to(tl.float32)
         b_dh = b_dy + tl.where(last[:, None], b_dhn, rec)
     b_dc_in = tl.where(last[:, None], tl.load(p_dcn + o_state, mask=m, other=0.0).to(tl.float32),
-                       tl.load(p_dc + o_state, mask=m, other=0.0))
+                       tl.load(p_dc + o_state, mask=m, other=0.0, cache_modifier=CACHE))
 
     p_w = p_ws + (((d * T + t) * B + o_b) * (5 * H))[:, None] + o_j[None, :]
     b_i = tl.load(p_w, mask=m, other=0.0)
@@ -165,6 +209,17 @@ def lstm_step_bwd_kernel(
     tl.store(p_g + 2 * H, g_g, mask=m)
     tl.store(p_g + 3 * H, g_o, mask=m)
     tl.store(p_dc + o_state, b_dc * b_f, mask=m)
+
+
+@triton.jit(do_not_specialize=["s", "n_active"])
+def lstm_step_bwd_kernel(
+    p_dy, p_dhn, p_dcn, p_whh, p_ws, p_c, sc_d, sc_t, sc_b, p_dg, p_dc, p_dh, p_whr, p_len, s,
+    n_active, T, B, H, Hr, D, HAS_PROJ: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr,
+    BK: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+):
+    lstm_step_bwd(tl.program_id(0), tl.program_id(1), tl.program_id(2),
+                  p_dy, p_dhn, p_dcn, p_whh, p_ws, p_c, sc_d, sc_t, sc_b, p_dg, p_dc, p_dh, p_whr,
+                  p_len, s, n_active, T, B, H, Hr, D, HAS_PROJ, BB, BH, BK, DOT_FP32, PRECISION, "")
 
 
 # ---------------------------------------------------------------- launchers (the time loops)

@@ -25,20 +25,22 @@ GATES = 1
 WORKSPACE_COLUMNS = 0
 
 
-@triton.jit(do_not_specialize=["s", "n_active"])
-def rnn_step_fwd_kernel(
+@triton.jit
+def rnn_step_fwd(
+    b_tile, j_tile, d,
     p_xproj, p_whh,
     p_h, sh_d, sh_t, sh_b,
     p_y, p_len, s, n_active, B, H, D,
     RELU: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
-    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr, CACHE: tl.constexpr,
 ):
+    """Forward of tile (b_tile, j_tile, d) at step s; ``CACHE`` as in ``rows_dot``."""
     d, o_b, m_b, t, t_prev, _, _, o_j, m_j, m = step_tile(
-        s, p_len, n_active, H, BB, BH)
+        b_tile, j_tile, d, s, p_len, n_active, H, BB, BH)
 
     o_h = d * sh_d + t_prev * sh_t + o_b * sh_b                                   # [BB]
     b_a = rows_dot(tl.zeros([BB, BH], tl.float32), p_h, o_h, m_b, H, p_whh, d * H * H + o_j * H,
-                   m_j, 1, BK, DOT_FP32, PRECISION)                               # [BB, BH]
+                   m_j, 1, BK, DOT_FP32, PRECISION, CACHE)                        # [BB, BH]
     b_a += tl.load(p_xproj + ((t * B + o_b) * (D * H) + d * H)[:, None] + o_j[None, :], mask=m,
                    other=0.0).to(tl.float32)
     b_h = rnn_activation(b_a, RELU)
@@ -47,17 +49,30 @@ def rnn_step_fwd_kernel(
 
 
 @triton.jit(do_not_specialize=["s", "n_active"])
-def rnn_step_bwd_kernel(
-    p_dy, p_dhn, p_whh, p_y, p_dg, p_len, s, n_active, T, B, H, D,
+def rnn_step_fwd_kernel(
+    p_xproj, p_whh, p_h, sh_d, sh_t, sh_b, p_y, p_len, s, n_active, B, H, D,
     RELU: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
     DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
 ):
+    rnn_step_fwd(tl.program_id(0), tl.program_id(1), tl.program_id(2), p_xproj, p_whh,
+                 p_h, sh_d, sh_t, sh_b, p_y, p_len, s, n_active, B, H, D,
+                 RELU, BB, BH, BK, DOT_FP32, PRECISION, "")
+
+
+@triton.jit
+def rnn_step_bwd(
+    b_tile, j_tile, d,
+    p_dy, p_dhn, p_whh, p_y, p_dg, p_len, s, n_active, T, B, H, D,
+    RELU: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
+    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr, CACHE: tl.constexpr,
+):
+    """Backward of tile (b_tile, j_tile, d) at step s; ``CACHE`` as in ``rows_dot``."""
     d, o_b, m_b, t, _, t_next, last, o_j, m_j, m = step_tile(
-        s, p_len, n_active, H, BB, BH)
+        b_tile, j_tile, d, s, p_len, n_active, H, BB, BH)
 
     o_gn = ((d * T + t_next) * B + o_b) * H                                       # [BB]
     rec = rows_dot(tl.zeros([BB, BH], tl.float32), p_dg, o_gn, m_b & (last == 0), H,
-                   p_whh, d * H * H + o_j, m_j, H, BK, DOT_FP32, PRECISION)
+                   p_whh, d * H * H + o_j, m_j, H, BK, DOT_FP32, PRECISION, CACHE)
     b_dhn = tl.load(p_dhn + (d * B + o_b)[:, None] * H + o_j[None, :], mask=m, other=0.0)
     o_y = ((t * B + o_b) * (D * H) + d * H)[:, None] + o_j[None, :]
     b_dh = tl.load(p_dy + o_y, mask=m, other=0.0).to(tl.float32) \
@@ -65,6 +80,16 @@ def rnn_step_bwd_kernel(
     b_h = tl.load(p_y + o_y, mask=m, other=0.0).to(tl.float32)
     tl.store(p_dg + (((d * T + t) * B + o_b) * H)[:, None] + o_j[None, :],
              b_dh * rnn_activation_grad(b_h, RELU), mask=m)
+
+
+@triton.jit(do_not_specialize=["s", "n_active"])
+def rnn_step_bwd_kernel(
+    p_dy, p_dhn, p_whh, p_y, p_dg, p_len, s, n_active, T, B, H, D,
+    RELU: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
+    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+):
+    rnn_step_bwd(tl.program_id(0), tl.program_id(1), tl.program_id(2), p_dy, p_dhn, p_whh, p_y,
+                 p_dg, p_len, s, n_active, T, B, H, D, RELU, BB, BH, BK, DOT_FP32, PRECISION, "")
 
 
 # ---------------------------------------------------------------- launchers (the time loops)

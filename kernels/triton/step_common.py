@@ -39,8 +39,8 @@ def tanh(x):
 
 
 @triton.jit
-def step_tile(s, p_len, n_active, n_cols, BB: tl.constexpr, BN: tl.constexpr):
-    """The tile of program (batch tile, column tile, direction) at step ``s``.
+def step_tile(b_tile, n_tile, d, s, p_len, n_active, n_cols, BB: tl.constexpr, BN: tl.constexpr):
+    """Tile (batch tile ``b_tile``, column tile ``n_tile``, direction ``d``) at step ``s``.
 
     Returns ``d`` (direction, int64 so every offset built from it is int64: T*B*G*H can pass
     2³¹), ``o_b [BB]`` row ids, ``m_b`` row mask, ``t`` time of step s, ``t_prev`` / ``t_next``
@@ -48,13 +48,15 @@ def step_tile(s, p_len, n_active, n_cols, BB: tl.constexpr, BN: tl.constexpr):
     final forward step (its first in backward), ``o_n [BN]`` column ids, ``m_n`` their mask and
     ``m [BB, BN]`` the tile mask.
     """
-    d = tl.program_id(2).to(tl.int64)
-    o_b = tl.program_id(0) * BB + tl.arange(0, BB)
-    m_b = o_b < n_active
-    lens = tl.load(p_len + o_b, mask=m_b, other=1)
+    d = d.to(tl.int64)
+    o_b = b_tile * BB + tl.arange(0, BB)
+    # Rows b < n_active run at step s (sorted by length); ``s < len`` says the same and lets a
+    # caller pass n_active = B (the hidden-split persistent kernels do).
+    lens = tl.load(p_len + o_b, mask=o_b < n_active, other=0)
+    m_b = (o_b < n_active) & (s < lens)
     direction = 1 - 2 * d                                 # +1 forward, -1 reverse
     t = tl.where(d == 0, s, lens - 1 - s).to(tl.int64)
-    o_n = tl.program_id(1) * BN + tl.arange(0, BN)
+    o_n = n_tile * BN + tl.arange(0, BN)
     m_n = o_n < n_cols
     m = m_b[:, None] & m_n[None, :]
     return d, o_b, m_b, t, t - direction, t + direction, s == lens - 1, o_n, m_n, m
@@ -62,17 +64,20 @@ def step_tile(s, p_len, n_active, n_cols, BB: tl.constexpr, BN: tl.constexpr):
 
 @triton.jit
 def rows_dot(acc, p_a, o_a, m_a, K, p_w, o_wn, m_n, stride_wk,
-             BK: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr):
+             BK: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+             CACHE: tl.constexpr = ""):
     """``acc[BB, BN] += A[rows, :K] @ Wtile[:K, cols]``.
 
     ``o_a [BB]`` are the offsets of each A row (row-dependent times are folded in), ``o_wn [BN]``
     the offsets of each W column, ``stride_wk`` the step between consecutive k of W.
     ``DOT_FP32`` casts both operands to fp32 (the interpreter's bf16 dot is wrong; fp32 models).
+    ``CACHE`` is A's load cache modifier: ".cg" where other programs wrote A during this launch.
     """
     for k0 in range(0, K, BK):
         o_k = k0 + tl.arange(0, BK)
         m_k = o_k < K
-        b_a = tl.load(p_a + o_a[:, None] + o_k[None, :], mask=m_a[:, None] & m_k[None, :], other=0.0)
+        b_a = tl.load(p_a + o_a[:, None] + o_k[None, :], mask=m_a[:, None] & m_k[None, :], other=0.0,
+                      cache_modifier=CACHE)
         b_w = tl.load(p_w + o_k[:, None] * stride_wk + o_wn[None, :], mask=m_k[:, None] & m_n[None, :],
                       other=0.0)                                               # [BK, BN]
         if DOT_FP32:
