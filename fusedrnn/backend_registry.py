@@ -9,34 +9,40 @@ Every backend implements the one-layer contract (see :mod:`fusedrnn.layer_op`):
 * ``workspace_spec(cfg, x, hidden_size) -> (shape, dtype)``: what forward saves for backward.
 """
 
+from .backend_cupy_persistent import CupyPersistentBackend
+from .backend_cupy_step import CupyStepBackend
 from .backend_reference import ReferenceBackend
 from .backend_torch import TorchBackend
 from .backend_triton_persistent import TritonPersistentBackend
 from .backend_triton_step import TritonStepBackend
 
 AVAILABLE = {b.name: b for b in (ReferenceBackend(), TorchBackend(), TritonStepBackend(),
-                                 TritonPersistentBackend())}
-# Names DESIGN.md reserves for kernel families that this build does not ship yet.
-PLANNED = ("cupy-persistent", "cupy-step")
+                                 TritonPersistentBackend(), CupyPersistentBackend(),
+                                 CupyStepBackend())}
+# Backends whose kernels are launched through CuPy, an optional dependency.
+NEEDS_CUPY = ("cupy-persistent", "cupy-step")
 NAMES = ("auto",) + tuple(AVAILABLE)
 
 
 def check_name(name):
-    """Raise ``ValueError`` unless ``name`` is a backend this build can run."""
-    if name in NAMES:
-        return
-    if name in PLANNED:
-        raise ValueError(f"backend {name!r} is not available in this build of fusedrnn; "
-                         f"choose from {', '.join(repr(n) for n in NAMES)}")
-    raise ValueError(f"unknown backend {name!r}; choose from {', '.join(repr(n) for n in NAMES)}")
+    """Raise ``ValueError`` unless ``name`` is a backend name, and ``ImportError`` naming the
+    extra to install when it is a CuPy backend and CuPy cannot be imported."""
+    if name not in NAMES:
+        raise ValueError(f"unknown backend {name!r}; choose from "
+                         f"{', '.join(repr(n) for n in NAMES)}")
+    if name in NEEDS_CUPY:
+        from .kernels.cuda.loader import require_cupy
+
+        require_cupy(name)
 
 
 def resolve(name, cfg, x, weights):
     """The backend object that runs ``cfg`` on ``x`` for the requested ``name``.
 
-    ``"auto"`` picks the fastest backend that supports the layer on ``x``'s device; with no
-    fused GPU backend in this build that is ``"torch"`` everywhere. An explicitly named backend
-    that cannot run the layer raises ``ValueError`` with its reason.
+    ``"auto"`` picks the fastest backend that supports the layer on ``x``'s device. Until a GPU
+    benchmark has shown a fused backend faster than cuDNN for a case (issue 7), that is
+    ``"torch"`` everywhere. An explicitly named backend that cannot run the layer raises
+    ``ValueError`` with its reason.
     """
     check_name(name)
     if name == "auto":

@@ -5,6 +5,7 @@ same arguments; nothing here hard-codes a message. The one deliberate difference
 state whose dtype differs from the input's) has its own test.
 """
 
+import sys
 import warnings
 
 import pytest
@@ -318,11 +319,15 @@ def test_unknown_backend_raises_value_error_naming_valid_ones(cls):
 
 @pytest.mark.parametrize("name", ["cupy-persistent", "cupy-step"])
 @pytest.mark.parametrize("cls", ["LSTM", "GRU", "RNN"])
-def test_reserved_unbuilt_backend_raises_value_error(cls, name):
-    """DESIGN.md names whose kernels this build does not ship: ValueError at construction,
-    naming the backend, never a silent fallback."""
-    with pytest.raises(ValueError, match=name):
+def test_cupy_backend_without_cupy_raises_import_error_naming_the_extra(cls, name, monkeypatch):
+    """CuPy is optional: asking for a CuPy backend without it fails at construction with an
+    ImportError that says what to install (and "auto" never needs it)."""
+    monkeypatch.setitem(sys.modules, "cupy", None)          # absent, even where installed
+    with pytest.raises(ImportError, match=rf"{name}.*fusedrnn\[cuda13\].*fusedrnn\[cuda12\]"):
         getattr(fusedrnn, cls)(IN, H, backend=name)
+    with pytest.raises(ImportError, match=name):
+        fusedrnn.convert(torch.nn.Sequential(getattr(torch.nn, cls)(IN, H)), backend=name)
+    getattr(fusedrnn, cls)(IN, H)(torch.randn(T, B, IN))      # "auto" runs without CuPy
 
 
 @pytest.mark.parametrize("backend", ["triton-step", "triton-persistent"])

@@ -7,7 +7,8 @@ One program owns a batch tile and *all* H hidden units of one direction, and run
 sequence in one launch: ``W_hh`` is loaded into registers once, ``h`` (and ``c``) live in
 registers from step to step, so nothing crosses programs and no barrier is needed. That is
 only possible while ``G`` tiles of ``HP × HP`` fit in the registers of one SM, hence the
-``MAX_HIDDEN`` limit of each cell. Larger H needs the hidden-split form (not built yet).
+``MAX_HIDDEN`` limit of each cell. Larger H (and projections) run in the hidden-split form
+(``split_common``).
 
 Rows are independent: row b is active at step s while ``s < len_b``; an inactive row keeps
 its state and writes nothing. Direction 1 reads row b's step s at time ``len_b - 1 - s``.

@@ -107,9 +107,10 @@ def launch(kernel, n_programs, D, args, constexprs):
         assert n_programs == 1, "the interpreter runs programs in turn: one per barrier"
         kernel[grid](*args, **constexprs)
         return
-    compiled = kernel.warmup(*args, grid=grid, num_warps=NUM_WARPS, **constexprs)
+    options = dict(num_warps=NUM_WARPS, launch_cooperative_grid=True, **constexprs)
+    compiled = kernel.warmup(*args, grid=grid, **options)     # compiles (cached), no launch
     capacity = co_resident_capacity(compiled, args[0].device)
     if n_programs * D > capacity:
         raise ValueError(f"the hidden-split persistent kernel needs {n_programs * D} co-resident "
                          f"programs but this GPU holds {capacity}")
-    kernel[grid](*args, num_warps=NUM_WARPS, launch_cooperative_grid=True, **constexprs)
+    kernel[grid](*args, **options)
