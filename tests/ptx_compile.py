@@ -90,6 +90,18 @@ def resources(compiled):
     return int(m.group(1)), int(m.group(2))
 
 
+# The grid barrier as split_common documents it: arrival by a GPU-scope acq_rel atomic add,
+# waiting by a GPU-scope acquire load, release of the flag by a GPU-scope release exchange,
+# each issued by one thread (predicated) between CTA barriers.
+BARRIER_PTX = [r"@%p\d+ atom\.global\.gpu\.acq_rel\.add", r"@%p\d+ ld\.global\.gpu\.acquire",
+               r"@%p\d+ atom\.global\.gpu\.release\.exch", r"bar\.sync"]
+
+
+def check_grid_barrier(name, ptx):
+    for pattern in BARRIER_PTX:
+        assert re.search(pattern, ptx), f"{name}: no {pattern!r} in the PTX"
+
+
 def compile_variants(fn, dtype, base, choices, options):
     target = GPUTarget("cuda", 90, 32)
     for values in itertools.product(*choices.values()):
@@ -99,6 +111,8 @@ def compile_variants(fn, dtype, base, choices, options):
                                   target=target, options=options)
         ptx = compiled.asm["ptx"]
         assert ".target sm_90" in ptx, fn.__name__
+        if "split" in fn.__name__:
+            check_grid_barrier(fn.__name__, ptx)
         flags = ",".join(f"{k}={v}" for k, v in zip(choices, values)) or "-"
         regs, stack = resources(compiled)
         print(fn.__name__, flags, len(ptx), regs, stack, flush=True)

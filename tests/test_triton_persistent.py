@@ -7,14 +7,19 @@ with ``split_form`` (under the interpreter it runs one program per direction, se
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
+import cases
 import fusedrnn
 from cases import (CELLS, FORMS, compare_to_reference, make_inputs, outputs_and_grads,
                    random_config, twin_modules)
 from conftest import rel_err
 from fusedrnn.kernels.triton import gru_persistent, lstm_persistent, rnn_persistent
 from fusedrnn import backend_triton_persistent
+from fusedrnn.kernels.triton import split_common
 from fusedrnn.kernels.triton.persistent_common import dot_key
+from conftest import assert_rel_close
 
 PERSISTENT_CELLS = [c for c in CELLS if c != "lstm_proj"]   # batch-tiled form: no projection
 ON_GPU = torch.cuda.is_available()
@@ -123,6 +128,14 @@ def test_projection_runs_in_the_split_form():
     compare_to_reference("triton-persistent", cfg, torch.float32, DEVICE)
 
 
+def test_wide_projection_runs_in_the_split_form(monkeypatch):
+    """P = 33 > one 32-wide slice on a GPU (cases.CELLS' usual P = 2 never leaves the first)."""
+    monkeypatch.setitem(cases.CELLS, "lstm_proj", (torch.nn.LSTM, fusedrnn.LSTM, {"proj_size": 33}))
+    cfg = dict(cell="lstm_proj", form="packed", T=3, B=2, In=3, H=35, layers=1,
+               bidirectional=True, bias=True, with_h0=True)
+    compare_to_reference("triton-persistent", cfg, torch.float32, DEVICE)
+
+
 def test_split_form_limit_names_it():
     """Programs of all directions must be co-resident: one 32-unit slice per SM at most."""
     reason = backend_triton_persistent.split_form_limit_reason
@@ -157,6 +170,81 @@ def test_cuda_split_form_matches_reference(cell, T, B, In, H, dtype, monkeypatch
     cfg = dict(cell=cell, form="packed" if B > 1 else "time_major", T=T, B=B, In=In, H=H,
                layers=1, bidirectional=True, bias=True, with_h0=True)
     compare_to_reference("triton-persistent", cfg, dtype, "cuda")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_cuda_split_form_wide_projection(dtype, monkeypatch):
+    """P = 100: four P-slices, each reading the o and c columns every slice wrote."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setitem(cases.CELLS, "lstm_proj", (torch.nn.LSTM, fusedrnn.LSTM, {"proj_size": 100}))
+    cfg = dict(cell="lstm_proj", form="packed", T=64, B=16, In=32, H=257, layers=1,
+               bidirectional=True, bias=True, with_h0=True)
+    compare_to_reference("triton-persistent", cfg, dtype, "cuda")
+
+
+@pytest.mark.cuda
+def test_cuda_split_launch_refuses_a_grid_beyond_capacity(monkeypatch):
+    """The launch's own occupancy check (the backend's one-slice-per-SM rule is stricter, so
+    the check is reached here by pretending the GPU holds 3 programs)."""
+    monkeypatch.setattr(split_common, "co_resident_capacity", lambda compiled, device: 3)
+    m = fusedrnn.LSTM(8, 200, backend="triton-persistent").cuda()        # 7 programs
+    with pytest.raises(ValueError, match="needs 7 co-resident programs but this GPU holds 3"):
+        m(torch.randn(2, 1, 8, device="cuda"))
+
+
+@pytest.mark.cuda
+def test_cuda_split_offsets_beyond_int32():
+    """T*B*5H ≥ 2³¹ in the reverse direction, whose c reads use the workspace's direction
+    stride: against cuDNN (the reference would take hours), forward and dx; bf16 tolerance
+    because both run in bf16."""
+    T, B, In, H = 64, 8192, 16, 1024
+    assert T * B * 5 * H >= 2**31
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(In, H, bidirectional=True).cuda().bfloat16()
+    ours = fusedrnn.LSTM(In, H, bidirectional=True, backend="triton-persistent").cuda().bfloat16()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(T, B, In, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    results = []
+    for m in (ref, ours):
+        x.grad = None
+        y, (h, c) = m(x)
+        y.float().square().mean().backward()
+        results.append((y.detach(), h.detach(), c.detach(), x.grad))
+    for a, b, what in zip(results[1], results[0], ("y", "h_n", "c_n", "dx")):
+        assert_rel_close(a, b, torch.bfloat16, what)
+
+
+@triton.jit
+def _barrier_stress_kernel(p_slots, p_bad, p_bar, n_iters, N: tl.constexpr):
+    """Each round every program writes its own slot of one half of a double buffer with a plain
+    store, meets the others at the barrier, then reads *all* slots with plain (L1-cached) loads."""
+    j = tl.program_id(0)
+    n = tl.num_programs(0)
+    o = tl.arange(0, N)
+    sense = 0
+    bad = 0
+    for it in range(0, n_iters):
+        half = p_slots + (it % 2) * N
+        tl.store(half + j, it * 1000 + j)
+        sense = split_common.grid_barrier(p_bar, n, sense)
+        seen = tl.load(half + o, mask=o < n, other=0)
+        bad += tl.sum(tl.where((o < n) & (seen != it * 1000 + o), 1, 0), axis=0)
+    tl.store(p_bad + j, bad)
+
+
+@pytest.mark.cuda
+def test_cuda_grid_barrier_orders_every_round():
+    """The barrier alone, one program per SM (the most a split launch uses) for 20,000 rounds:
+    a round read before all writes of that round are visible counts as a mismatch."""
+    n = torch.cuda.get_device_properties(0).multi_processor_count
+    slots = torch.full((2 * 256,), -1, dtype=torch.int32, device="cuda")
+    bad = torch.full((n,), -1, dtype=torch.int32, device="cuda")
+    bar = split_common.barrier_state(1, torch.device("cuda"))
+    _barrier_stress_kernel[(n,)](slots, bad, bar, 20_000, N=256, num_warps=4,
+                                 launch_cooperative_grid=True)
+    torch.cuda.synchronize()
+    assert n <= 256 and bad.tolist() == [0] * n
 
 
 @pytest.mark.cuda

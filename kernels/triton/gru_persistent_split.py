@@ -17,7 +17,7 @@ import triton.language as tl
 from .gru_step import GATES, WORKSPACE_COLUMNS, gru_step_bwd, gru_step_fwd, split_biases  # noqa: F401
 from .launch_common import BB, BK, dot_mode
 from .split_common import active_rows, barrier_state, grid_barrier, launch, \
-    programs_per_direction, slice_width
+    programs_per_direction, slice_width, split_program
 
 
 @triton.jit
@@ -26,10 +26,7 @@ def gru_persistent_split_fwd_kernel(
     HAS_BHN: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
     DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    j = tl.program_id(0)
-    d = tl.program_id(1)
-    p_bar = p_bar + d * 2
-    n_programs = tl.num_programs(0)
+    j, d, p_bar, n_programs = split_program(p_bar)
     sense = 0
     for s in range(0, n_steps):
         n_act = tl.load(p_nact + s)
@@ -52,10 +49,7 @@ def gru_persistent_split_bwd_kernel(
     BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
     DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    j = tl.program_id(0)
-    d = tl.program_id(1)
-    p_bar = p_bar + d * 2
-    n_programs = tl.num_programs(0)
+    j, d, p_bar, n_programs = split_program(p_bar)
     sense = 0
     for s_back in range(0, n_steps):
         s = n_steps - 1 - s_back
@@ -84,7 +78,7 @@ def forward(xproj, w_hh, b_hn, h0, c0, lens, n_active, y, ws):
     dot_fp32, precision = dot_mode(w_hh.dtype)
     launch(gru_persistent_split_fwd_kernel, programs_per_direction(H), D,
            (xproj, w_hh, w_hh if b_hn is None else b_hn, h0, y, ws, lens,
-            active_rows(n_active, ws.device), barrier_state(D, ws.device), n_steps, T, B, H, D),
+            active_rows(lens, T), barrier_state(D, ws.device), n_steps, T, B, H, D),
            dict(HAS_BHN=b_hn is not None, BB=BB, BH=slice_width(H), BK=BK,
                 DOT_FP32=dot_fp32, PRECISION=precision))
 
@@ -99,7 +93,7 @@ def backward(dy, dh_n, dc_n, w_hh, ws, y, h0, c0, lens, n_active, alloc):
     if n_steps:
         dot_fp32, precision = dot_mode(w_hh.dtype, backward=True)
         launch(gru_persistent_split_bwd_kernel, programs_per_direction(H), D,
-               (dy, dh_n, w_hh, ws, h0, y, dgi, dgh, carry, lens, active_rows(n_active, ws.device),
+               (dy, dh_n, w_hh, ws, h0, y, dgi, dgh, carry, lens, active_rows(lens, T),
                 barrier_state(D, ws.device), n_steps, T, B, H, D),
                dict(BB=BB, BH=slice_width(H), BK=BK, DOT_FP32=dot_fp32, PRECISION=precision))
     return {"dg_in": dgi, "dg_hid": dgh, "dh_carry": carry, "dc": None}

@@ -22,19 +22,16 @@ from .launch_common import BB, BK, dot_mode
 from .lstm_step import GATES, WORKSPACE_COLUMNS, lstm_proj_bwd_dh, lstm_proj_fwd, lstm_step_bwd, \
     lstm_step_fwd, split_biases  # noqa: F401  (same layouts)
 from .split_common import active_rows, barrier_state, grid_barrier, launch, \
-    programs_per_direction, slice_width
+    programs_per_direction, slice_width, split_program
 
 
 @triton.jit
 def lstm_persistent_split_fwd_kernel(
-    p_xproj, p_whh, p_h0, p_c0, p_y, p_ws, p_whr, p_len, p_nact, p_bar, n_steps, T, B, H, Hr, D,
-    HAS_PROJ: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
+    p_xproj, p_whh, p_h0, p_c0, p_y, p_ws, p_whr, p_len, p_nact, p_bar, ws_stride_d,
+    n_steps, T, B, H, Hr, D, HAS_PROJ: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
     DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    j = tl.program_id(0)
-    d = tl.program_id(1)
-    p_bar = p_bar + d * 2
-    n_programs = tl.num_programs(0)
+    j, d, p_bar, n_programs = split_program(p_bar)
     sense = 0
     for s in range(0, n_steps):
         n_act = tl.load(p_nact + s)
@@ -44,8 +41,10 @@ def lstm_persistent_split_fwd_kernel(
                               p_y, p_ws, p_len, s, n_act, T, B, H, Hr, D,
                               HAS_PROJ, BB, BH, BK, DOT_FP32, PRECISION, ".cg")
             else:        # state from y [T, B, D*Hr] and the workspace's c column [D, T, B, 5H]
+                # (its direction stride T*B*5H comes from the host: it can pass 2³¹, i32 math
+                # on the kernel's T, B, H would wrap)
                 lstm_step_fwd(b_tile, j, d, p_xproj, p_whh, p_y, Hr, B * D * Hr, D * Hr,
-                              p_ws + 4 * H, T * B * 5 * H, B * 5 * H, 5 * H,
+                              p_ws + 4 * H, ws_stride_d, B * 5 * H, 5 * H,
                               p_y, p_ws, p_len, s, n_act, T, B, H, Hr, D,
                               HAS_PROJ, BB, BH, BK, DOT_FP32, PRECISION, ".cg")
         if HAS_PROJ:
@@ -59,14 +58,11 @@ def lstm_persistent_split_fwd_kernel(
 @triton.jit
 def lstm_persistent_split_bwd_kernel(
     p_dy, p_dhn, p_dcn, p_whh, p_ws, p_c0, p_dg, p_dc, p_dh, p_whr, p_len, p_nact, p_bar,
-    n_steps, T, B, H, Hr, D,
+    ws_stride_d, n_steps, T, B, H, Hr, D,
     HAS_PROJ: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
     DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    j = tl.program_id(0)
-    d = tl.program_id(1)
-    p_bar = p_bar + d * 2
-    n_programs = tl.num_programs(0)
+    j, d, p_bar, n_programs = split_program(p_bar)
     sense = 0
     for s_back in range(0, n_steps):
         s = n_steps - 1 - s_back
@@ -83,7 +79,7 @@ def lstm_persistent_split_bwd_kernel(
                               HAS_PROJ, BB, BH, BK, DOT_FP32, PRECISION, ".cg")
             else:
                 lstm_step_bwd(b_tile, j, d, p_dy, p_dhn, p_dcn, p_whh, p_ws,
-                              p_ws + 4 * H, T * B * 5 * H, B * 5 * H, 5 * H,
+                              p_ws + 4 * H, ws_stride_d, B * 5 * H, 5 * H,
                               p_dg, p_dc, p_dh, p_whr, p_len, s, n_act, T, B, H, Hr, D,
                               HAS_PROJ, BB, BH, BK, DOT_FP32, PRECISION, ".cg")
         sense = grid_barrier(p_bar, n_programs, sense)
@@ -101,7 +97,8 @@ def forward(xproj, w_hh, b_hh, h0, c0, lens, n_active, y, ws, w_hr=None):
     dot_fp32, precision = dot_mode(w_hh.dtype)
     launch(lstm_persistent_split_fwd_kernel, programs_per_direction(H, Hr), D,
            (xproj, w_hh, h0, c0, y, ws, w_hh if w_hr is None else w_hr, lens,
-            active_rows(n_active, ws.device), barrier_state(D, ws.device), n_steps, T, B, H, Hr, D),
+            active_rows(lens, T), barrier_state(D, ws.device), ws.stride(0), n_steps,
+            T, B, H, Hr, D),
            dict(HAS_PROJ=w_hr is not None, BB=BB, BH=slice_width(H, Hr), BK=BK,
                 DOT_FP32=dot_fp32, PRECISION=precision))
 
@@ -118,8 +115,8 @@ def backward(dy, dh_n, dc_n, w_hh, ws, y, h0, c0, lens, n_active, alloc, w_hr=No
         dot_fp32, precision = dot_mode(w_hh.dtype, backward=True)
         launch(lstm_persistent_split_bwd_kernel, programs_per_direction(H, Hr), D,
                (dy, dh_n, dc_n, w_hh, ws, c0, dg, dc, dg if dh_proj is None else dh_proj,
-                w_hh if w_hr is None else w_hr, lens, active_rows(n_active, ws.device),
-                barrier_state(D, ws.device), n_steps, T, B, H, Hr, D),
+                w_hh if w_hr is None else w_hr, lens, active_rows(lens, T),
+                barrier_state(D, ws.device), ws.stride(0), n_steps, T, B, H, Hr, D),
                dict(HAS_PROJ=w_hr is not None, BB=BB, BH=slice_width(H, Hr), BK=BK,
                     DOT_FP32=dot_fp32, PRECISION=precision))
     return {"dg_in": dg, "dg_hid": dg, "dh_carry": None, "dc": dc, "dh_proj": dh_proj}

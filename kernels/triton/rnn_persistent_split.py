@@ -17,7 +17,7 @@ import triton.language as tl
 from .launch_common import BB, BK, dot_mode
 from .rnn_step import GATES, WORKSPACE_COLUMNS, rnn_step_bwd, rnn_step_fwd, split_biases
 from .split_common import active_rows, barrier_state, grid_barrier, launch, \
-    programs_per_direction, slice_width
+    programs_per_direction, slice_width, split_program
 
 
 @triton.jit
@@ -26,10 +26,7 @@ def rnn_persistent_split_fwd_kernel(
     RELU: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
     DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    j = tl.program_id(0)
-    d = tl.program_id(1)
-    p_bar = p_bar + d * 2
-    n_programs = tl.num_programs(0)
+    j, d, p_bar, n_programs = split_program(p_bar)
     sense = 0
     for s in range(0, n_steps):
         n_act = tl.load(p_nact + s)
@@ -49,10 +46,7 @@ def rnn_persistent_split_bwd_kernel(
     RELU: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
     DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    j = tl.program_id(0)
-    d = tl.program_id(1)
-    p_bar = p_bar + d * 2
-    n_programs = tl.num_programs(0)
+    j, d, p_bar, n_programs = split_program(p_bar)
     sense = 0
     for s_back in range(0, n_steps):
         s = n_steps - 1 - s_back
@@ -69,12 +63,13 @@ def _make(relu):
     def forward(xproj, w_hh, b_hh, h0, c0, lens, n_active, y, ws):
         """One launch over all steps; same arguments and outputs as ``rnn_step``'s."""
         D, B, H = h0.shape
+        T = len(n_active)
         n_steps = sum(1 for n in n_active if n)
         if not n_steps:
             return
         dot_fp32, precision = dot_mode(w_hh.dtype)
         launch(rnn_persistent_split_fwd_kernel, programs_per_direction(H), D,
-               (xproj, w_hh, h0, y, lens, active_rows(n_active, y.device),
+               (xproj, w_hh, h0, y, lens, active_rows(lens, T),
                 barrier_state(D, y.device), n_steps, B, H, D),
                dict(RELU=relu, BB=BB, BH=slice_width(H), BK=BK, DOT_FP32=dot_fp32,
                     PRECISION=precision))
@@ -88,7 +83,7 @@ def _make(relu):
         if n_steps:
             dot_fp32, precision = dot_mode(w_hh.dtype, backward=True)
             launch(rnn_persistent_split_bwd_kernel, programs_per_direction(H), D,
-                   (dy, dh_n, w_hh, y, dg, lens, active_rows(n_active, y.device),
+                   (dy, dh_n, w_hh, y, dg, lens, active_rows(lens, T),
                     barrier_state(D, y.device), n_steps, T, B, H, D),
                    dict(RELU=relu, BB=BB, BH=slice_width(H), BK=BK, DOT_FP32=dot_fp32,
                         PRECISION=precision))

@@ -9,18 +9,24 @@ slice ``j*BH … j*BH+BH-1`` of every gate of direction d for *all* rows and run
 sequence in one launch. Each step it runs the per-timestep kernels' tile bodies
 (``<cell>_step.<cell>_step_fwd`` …) for its slice over every batch tile, so the arithmetic is
 exactly that of ``triton-step``, and then waits at a grid barrier, because step s+1 reads the
-h (backward: dG) that *every* slice wrote at step s. Its W_hh slice is the same every step, so
-it stays in that SM's L1/L2 instead of being fetched from HBM T times.
+h (backward: dG) that *every* slice wrote at step s. Its W_hh slice is the same every step
+and is re-read from L2 (not L1: every barrier's acquire invalidates L1), so W_hh comes from HBM
+once per sequence while ``G·H·H`` fits in L2 (50 MB on an H200), not once per step.
 
-Memory ordering: data written during the launch by other programs (y, the workspace, dG,
-carries) is read with ``.cg`` loads (L2, never a stale L1 line: a line can be cached by a read
-of a neighbouring element before another program writes it). The barrier makes the writes of
-step s visible before any read of step s+1 (release/acquire at GPU scope, fenced by
-``debug_barrier`` so that every thread of the program has stored first).
+Memory ordering, as compiled for sm_90 (PTX/SASS read with Triton 3.6 and 3.9): the barrier's
+scalar atomics run on thread 0, their results reach the other threads through shared memory
+and ``bar.sync``. Arrival is ``bar.sync`` (after ``cp.async.wait_group 0``: every load and store
+of the step has completed) → ``MEMBAR.GPU`` → atomic add; waiting is an ``ld.acquire.gpu`` spin
+whose acquire invalidates the SM's L1 (``CCTL.IVALL``) → ``bar.sync``. So every write of step s
+is visible, and no stale L1 line is read, at step s+1 — the same shape as CUDA's
+``grid.sync()``. The tile bodies' ``CACHE=".cg"`` loads are only a hint on top: Triton's
+pipeliner turns most cross-program loads into ``cp.async.ca`` anyway, and correctness does not
+depend on them.
 
 The barrier needs every program of a direction resident at once: the launch is cooperative
-(``launch_cooperative_grid=True``, refused by the driver rather than hung when too large) and
-``check_co_resident`` refuses an oversized grid first with a ValueError naming the limit.
+(``launch_cooperative_grid=True``: the driver refuses a grid too large to be resident instead
+of letting it hang) and ``launch`` first compares the grid with ``co_resident_capacity`` and
+refuses it with a ValueError naming the limit.
 Under the Triton interpreter programs run one after another, so a barrier only works with one
 program per direction: there BH covers all of H (and P), see ``slice_width``.
 """
@@ -53,6 +59,14 @@ def programs_per_direction(*widths):
 
 
 @triton.jit
+def split_program(p_bar):
+    """``(j, d, p_bar_d, n_programs)`` of program (hidden slice j, direction d): its barrier
+    state and how many programs meet there (those of its direction)."""
+    d = tl.program_id(1)
+    return tl.program_id(0), d, p_bar + d * 2, tl.num_programs(0)
+
+
+@triton.jit
 def grid_barrier(p_bar, n_programs, sense):
     """Sense-reversing barrier over the ``n_programs`` programs that share ``p_bar``
     (``[arrived, flag]`` int32, zero before the launch). Returns the caller's new sense.
@@ -78,9 +92,11 @@ def barrier_state(D, device):
     return torch.zeros((D, 2), dtype=torch.int32, device=device)
 
 
-def active_rows(n_active, device):
-    """``n_active`` as an int32 device tensor ``[T]``, read by the kernel at each step."""
-    return torch.tensor(n_active, dtype=torch.int32, device=device)
+def active_rows(lens, T):
+    """Rows running at each step, ``[T]`` int32 on ``lens``' device, read by the kernel at each
+    step; computed there from the device lengths (``[B]``), so no blocking host-to-device copy."""
+    steps = torch.arange(T, device=lens.device)
+    return (lens[None, :] > steps[:, None]).sum(1, dtype=torch.int32)
 
 
 def co_resident_capacity(compiled, device):

@@ -50,8 +50,8 @@ def step_tile(b_tile, n_tile, d, s, p_len, n_active, n_cols, BB: tl.constexpr, B
     """
     d = d.to(tl.int64)
     o_b = b_tile * BB + tl.arange(0, BB)
-    # Rows b < n_active run at step s (sorted by length); ``s < len`` says the same and lets a
-    # caller pass n_active = B (the hidden-split persistent kernels do).
+    # Rows b < n_active run at step s (sorted by length); ``s < len`` says the same: a cheap
+    # second guard for callers that compute n_active themselves (the hidden-split kernels).
     lens = tl.load(p_len + o_b, mask=o_b < n_active, other=0)
     m_b = (o_b < n_active) & (s < lens)
     direction = 1 - 2 * d                                 # +1 forward, -1 reverse
@@ -71,7 +71,8 @@ def rows_dot(acc, p_a, o_a, m_a, K, p_w, o_wn, m_n, stride_wk,
     ``o_a [BB]`` are the offsets of each A row (row-dependent times are folded in), ``o_wn [BN]``
     the offsets of each W column, ``stride_wk`` the step between consecutive k of W.
     ``DOT_FP32`` casts both operands to fp32 (the interpreter's bf16 dot is wrong; fp32 models).
-    ``CACHE`` is A's load cache modifier: ".cg" where other programs wrote A during this launch.
+    ``CACHE`` is A's load cache modifier: ".cg" where other programs wrote A during this launch
+    (a hint: the pipeliner may issue the load as ``cp.async.ca``; see ``split_common``).
     """
     for k0 in range(0, K, BK):
         o_k = k0 + tl.arange(0, BK)
