@@ -2,7 +2,7 @@
 # A GPU session's checks, one stage per device call (each call may run 10 minutes at most):
 #
 #   FUSEDRNN_COMMIT=<short hash> bash bench/gpu_session.sh tests   # CUDA tests      (≤ 9 min)
-#   FUSEDRNN_COMMIT=<short hash> bash bench/gpu_session.sh bench   # benchmark grid  (≤ 8 min)
+#   FUSEDRNN_COMMIT=<short hash> bash bench/gpu_session.sh bench [--cells lstm|gru]  (≤ 9 min)
 #   FUSEDRNN_COMMIT=<short hash> bash bench/gpu_session.sh demo    # demo, fused backends (≤ 4 min)
 #
 # Logs, the benchmark JSON and its plot go to $OUT (the device tool's output folder) or
@@ -33,7 +33,9 @@ tests)
     ;;
 bench)
     # pytest-benchmark writes its JSON only at the end: the limit leaves room for the grid.
-    timeout 480 python3 -m fusedrnn bench --out "$out" 2>&1 | tail -150 | tee "$out/bench.log"
+    # Extra arguments go to the bench command (e.g. `bench --cells lstm`, then `--cells gru`,
+    # when the whole grid with every provider does not fit one call).
+    timeout 540 python3 -m fusedrnn bench --out "$out" "${@:2}" 2>&1 | tail -150 | tee "$out/bench.log"
     ;;
 demo)
     for backend in triton-step auto; do
