@@ -8,7 +8,15 @@ GEMMs after the loop, h_n/c_n — is ``"triton-step"``'s host code, reused uncha
 kernel modules differ (``fusedrnn.kernels.cuda.<cell>_step``). LSTM projections are supported
 (two more GEMMs and one small kernel per step).
 
-Needs CuPy (``pip install "fusedrnn[cuda13]"`` or ``"fusedrnn[cuda12]"``): without it,
+Numerics: fp16/bf16 GEMMs on tensor cores with fp32 accumulation and an fp32 result. fp32 GEMMs
+are cuBLAS's through ``torch.bmm`` and so follow ``torch.backends.cuda.matmul.allow_tf32``
+(default False: full fp32), *not* ``torch.backends.cudnn.allow_tf32`` as DESIGN §4 says of the
+fused Triton kernels: cuBLAS takes its setting from the matmul flag, and flipping a global flag
+per call is not this backend's to do. The pointwise kernels compute in fp32 with denormals
+flushed to zero (CuPy compiles with ``-ftz=true``, ``loader.CUPY_OPTIONS``); LSTM c stays fp32.
+
+Needs CuPy (``pip install "fusedrnn[cuda13]"`` or ``"fusedrnn[cuda12]"``, which bring CuPy's
+``[ctk]`` extra: NVRTC and the CUDA headers the kernels include): without it,
 ``unsupported_reason`` says so (so ``"auto"`` can fall back and an explicit request raises
 ``ValueError`` naming the extra), and asking for the kernels raises ``ImportError`` naming it.
 CuPy is imported only when this backend runs, never by ``import fusedrnn``.

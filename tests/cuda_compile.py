@@ -10,8 +10,11 @@ every available one is used, because CuPy compiles with NVRTC at run time and NV
 compiler headers, so something nvcc accepts can still fail there. With neither, the test fails
 and says what to install.
 
-Options are exactly the loader's (``loader.compile_options``: ``-std=c++17 -I<kernels/cuda>
--DFUSEDRNN_DTYPE=<0|1|2>`` plus a file's defines), for each dtype.
+Options are exactly what CuPy's NVRTC compile gets at run time: the loader's
+(``loader.compile_options``: ``-std=c++17 -I<kernels/cuda> -DFUSEDRNN_DTYPE=<0|1|2>`` plus a file's
+defines), for each dtype, and what CuPy appends itself (``loader.CUPY_OPTIONS``: ``-ftz=true``).
+The cooperative sources (``persistent_launch.COOPERATIVE_SOURCES``) are also built as older CuPy
+builds them, as relocatable device code (``rdc=True``: NVRTC ``--device-c``, nvcc ``-rdc=true``).
 
 **Per-file variants.** A ``.cu`` file whose kernels need defines names its variants on its first
 line; variants are separated by ``|``, each is a space-separated list of flags::
@@ -31,7 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fusedrnn.kernels.cuda import loader
+from fusedrnn.kernels.cuda import loader, persistent_launch
 
 ARCH = 90                                   # H100 / H200, the project's target GPUs
 DTYPES = {0: "fp32", 1: "fp16", 2: "bf16"}
@@ -56,6 +59,19 @@ def variants(path):
     if not all(sets):
         raise ValueError(f"{path}: empty variant in {first!r}")
     return sets
+
+
+def cooperative(path):
+    """Whether the loader compiles ``path`` with ``enable_cooperative_groups=True``."""
+    return Path(path).name in persistent_launch.COOPERATIVE_SOURCES
+
+
+def cupy_options(dtype, defines=(), compiler="nvcc", rdc=False):
+    """The options of one instantiation as CuPy compiles it (module docstring); ``rdc`` adds
+    relocatable device code in ``compiler``'s spelling (nvcc's ``-ptx`` refuses ``--device-c``,
+    which also means "compile only")."""
+    extra = (("-rdc=true",) if compiler == "nvcc" else (loader.CUPY_RDC_OPTION,)) if rdc else ()
+    return (*loader.compile_options(dtype, defines), *loader.CUPY_OPTIONS, *extra)
 
 
 def kernel_names(path):
@@ -93,10 +109,10 @@ def cuda_include_dir():
                        "the CUDA toolkit or `pip install nvidia-cuda-runtime`")
 
 
-def compile_ptx(path, dtype, defines=(), compiler="nvcc"):
-    """PTX text of ``path`` for ``dtype`` (FUSEDRNN_DTYPE code) and ``defines``; raises
-    ``RuntimeError`` with the compiler log on failure."""
-    options = loader.compile_options(dtype, defines)
+def compile_ptx(path, dtype, defines=(), compiler="nvcc", rdc=False):
+    """PTX text of ``path`` for ``dtype`` (FUSEDRNN_DTYPE code) and ``defines`` (``rdc``: as
+    relocatable device code); raises ``RuntimeError`` with the compiler log on failure."""
+    options = cupy_options(dtype, defines, compiler, rdc)
     if compiler == "nvcc":
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "out.ptx"
@@ -138,7 +154,7 @@ def _nvrtc_ptx(path, options):
 def resource_usage(path, dtype, defines=()):
     """``{kernel: (registers, spill store bytes, spill load bytes)}`` from
     ``nvcc -cubin -Xptxas -v`` (nvcc only)."""
-    options = loader.compile_options(dtype, defines)
+    options = cupy_options(dtype, defines)
     with tempfile.TemporaryDirectory() as tmp:
         run = subprocess.run([nvcc(), f"-arch=sm_{ARCH}", "-cubin", "-Xptxas", "-v", *options,
                               str(path), "-o", str(Path(tmp) / "out.cubin")],

@@ -24,7 +24,7 @@ def install(monkeypatch):
     """Route the loader through the emulator; returns the list of launched kernel names."""
     launched = []
 
-    def get_function(source, kernel, dtype, defines=(), cooperative=False):
+    def get_function(source, kernel, dtype, defines=(), cooperative=False, device=None):
         signatures = loader.parse_signatures(loader.read_source(source))
         assert kernel in signatures, f"{source} has no kernel {kernel}"
         k = loader.Kernel(raw=None, name=kernel, params=signatures[kernel],

@@ -178,3 +178,122 @@ def test_sources_are_package_data():
     assert '"fusedrnn.kernels.cuda" = ["*.cu", "*.cuh"]' in text
     assert "lstm_step_fwd" in loader.read_source("lstm_step.cu")
     assert len(loader.headers_digest()) == 64
+
+
+def test_the_extras_install_cupy_with_the_toolkit_pieces():
+    """NVRTC needs cuda_fp16.h / cuda_bf16.h (and for cupy-persistent mma.h's crt/mma.h) on its
+    include path: CuPy's [ctk] extra installs the cudart wheel's headers, cuda-toolkit[crt] the
+    crt ones, where no CUDA toolkit is installed."""
+    text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert 'cuda13 = ["cupy-cuda13x[ctk]>=14", "cuda-toolkit[crt]==13.*"]' in text
+    assert 'cuda12 = ["cupy-cuda12x[ctk]>=14"]' in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Compilation through a stand-in CuPy (records what the loader asks of it).
+
+class _FakeCupy:
+    """What the loader uses of CuPy: ``cuda.Device`` (a context manager setting the current
+    device), ``cuda.get_cuda_path``, ``RawModule(code, options, enable_cooperative_groups)`` whose
+    ``get_function`` records the device current at the call (where CuPy compiles and loads)."""
+
+    def __init__(self, cuda_path=None):
+        self.current = 0
+        self.modules, self.loads = [], []
+        fake = self
+
+        class Device:
+            def __init__(self, index):
+                self.index = index
+
+            def __enter__(self):
+                self.previous, fake.current = fake.current, self.index
+
+            def __exit__(self, *exc):
+                fake.current = self.previous
+
+        class RawModule:
+            def __init__(self, code, options, enable_cooperative_groups):
+                fake.modules.append((options, enable_cooperative_groups))
+
+            def get_function(self, name):
+                fake.loads.append((name, fake.current))
+                return SimpleNamespace(name=name)
+
+        self.RawModule = RawModule
+        self.cuda = SimpleNamespace(Device=Device, get_cuda_path=lambda: cuda_path)
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    cupy = _FakeCupy(cuda_path=None)
+    monkeypatch.setattr(loader, "require_cupy", lambda name: cupy)
+    for cached in (loader._module, loader._kernel):
+        cached.cache_clear()
+    yield cupy
+    for cached in (loader._module, loader._kernel):
+        cached.cache_clear()
+
+
+def test_get_function_compiles_and_loads_on_the_tensors_device(fake_cupy):
+    """CuPy's RawModule.get_function compiles and loads on the *current* device: the loader makes
+    that the requested one, and caches per device."""
+    k1 = loader.get_function("gru_step.cu", "gru_step_fwd", torch.bfloat16, device="cuda:1")
+    again = loader.get_function("gru_step.cu", "gru_step_fwd", torch.bfloat16,
+                                device=torch.device("cuda", 1))
+    k0 = loader.get_function("gru_step.cu", "gru_step_fwd", torch.bfloat16, device=0)
+    assert again is k1 and k0 is not k1
+    assert fake_cupy.loads == [("gru_step_fwd", 1), ("gru_step_fwd", 0)]
+    assert fake_cupy.current == 0
+    assert len(fake_cupy.modules) == 1                      # one RawModule, loaded per device
+    options, cooperative = fake_cupy.modules[0]
+    assert options[:3] == loader.compile_options(torch.bfloat16) and not cooperative
+    assert (k1.name, k1.dtype, k1.cooperative) == ("gru_step_fwd", torch.bfloat16, False)
+    with pytest.raises(TypeError, match="CUDA device"):
+        loader.get_function("gru_step.cu", "gru_step_fwd", torch.bfloat16, device="cpu")
+
+
+def _with_headers(root, headers=loader.TOOLKIT_HEADERS):
+    for h in headers:
+        (root / "include" / h).parent.mkdir(parents=True, exist_ok=True)
+        (root / "include" / h).write_text("// stand-in\n")
+    return str(root)
+
+
+def test_toolkit_include_dir_only_where_cupys_cuda_path_lacks_headers(monkeypatch, tmp_path):
+    cupys = _with_headers(tmp_path / "cupy_cuda")
+    home = _with_headers(tmp_path / "home")
+    monkeypatch.setenv("CUDA_HOME", home)
+    assert loader.toolkit_include_dir(cupys) is None            # CuPy passes -I itself
+    assert loader.toolkit_include_dir(None) == str(Path(home, "include"))
+    assert loader.toolkit_include_dir(str(tmp_path / "split_pip_layout")) == str(Path(home, "include"))
+    # A pip layout with the cudart headers but not crt/ (no cuda-toolkit[crt]): not enough for
+    # mma.h, so the complete toolkit is used.
+    cudart_only = _with_headers(tmp_path / "cu13", ("cuda_fp16.h", "cuda_bf16.h"))
+    assert loader.toolkit_include_dir(cudart_only) == str(Path(home, "include"))
+
+
+@pytest.mark.parametrize("log,hint", [
+    ('mma.h(55): catastrophic error: cannot open source file "crt/mma.h"', True),
+    ("lstm_step.cu(12): error: identifier \"x\" is undefined", False),
+])
+def test_a_missing_header_names_the_install(fake_cupy, log, hint):
+    def failing_get_function(self, name):
+        raise Exception(log)            # stands in for cupy.cuda.compiler.CompileException
+
+    fake_cupy.RawModule.get_function = failing_get_function
+    with pytest.raises(Exception) as info:
+        loader.get_function("lstm_step.cu", "lstm_step_fwd", torch.float32, device=0)
+    assert log in str(info.value)
+    assert (type(info.value) is RuntimeError) == hint
+    if hint:
+        _names_the_extras(str(info.value))
+
+
+def test_the_toolkit_include_is_added_to_the_compile_options(fake_cupy, monkeypatch, tmp_path):
+    home = _with_headers(tmp_path / "home")
+    monkeypatch.setenv("CUDA_HOME", home)
+    loader.get_function("rnn_step.cu", "rnn_step_fwd", torch.float16, ("-DRNN_RELU=1",), device=0)
+    options, _ = fake_cupy.modules[0]
+    assert options == (*loader.compile_options(torch.float16, ("-DRNN_RELU=1",)),
+                       f"-I{Path(home, 'include')}")

@@ -4,19 +4,21 @@ both directions, two layers; limits raise ValueError naming them; runs are bitwi
 
 The kernels' logic also runs without a GPU in ``test_cupy_persistent_cpu.py`` (host emulation);
 what only a GPU checks is here: NVRTC compilation through CuPy, the cooperative launch and grid
-barrier, memory ordering between blocks, tensor cores, streams."""
+barrier, memory ordering between blocks, tensor cores, streams, and the plans at the shared-memory
+limit (a full grid of blocks each with ~227 KiB) and with A staged in several chunks.
+
+Without CuPy these tests fail rather than skip (``cupy_gpu.require_cupy``)."""
 
 import pytest
 import torch
 
 import conftest
+import cupy_gpu
 import fusedrnn
 from cases import compare_to_reference
 from fusedrnn.kernels.cuda import persistent_launch as pl
 
 pytestmark = pytest.mark.cuda
-cupy = pytest.importorskip("cupy",
-                           reason='cupy-persistent needs CuPy: pip install "fusedrnn[cuda13]"')
 
 BACKEND = "cupy-persistent"
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
@@ -28,14 +30,23 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 RELU_BF16_TOLERANCE = 0.2
 
 
+@pytest.fixture(autouse=True)
+def cupy_on_gpu():
+    cupy_gpu.require_cupy(BACKEND)
+
+
 def _cfg(cell, T, B, In, H, bidirectional=True, layers=1, form=None):
     return dict(cell=cell, form=form or ("packed" if B > 1 else "time_major"), T=T, B=B, In=In,
                 H=H, layers=layers, bidirectional=bidirectional, bias=True, with_h0=True)
 
 
-def _blocks(cell, H, B, D, dtype):
+def _plans(cell, H, B, D, dtype):
     sms, smem = pl.device_limits(torch.device("cuda"))
-    return [pl.plan(MODE[cell], H, B, D, dtype, bw, sms, smem).blocks for bw in (False, True)]
+    return [pl.plan(MODE[cell], H, B, D, dtype, bw, sms, smem) for bw in (False, True)]
+
+
+def _blocks(cell, H, B, D, dtype):
+    return [p.blocks for p in _plans(cell, H, B, D, dtype)]
 
 
 def _tolerate_relu_bf16(cell, dtype, monkeypatch):
@@ -73,6 +84,43 @@ def test_cuda_two_layers_one_direction(cell, dtype, monkeypatch):
     torch.manual_seed(0)
     compare_to_reference(BACKEND, _cfg(cell, T=20, B=8, In=12, H=96, bidirectional=False,
                                        layers=2, form="batch_first"), dtype, "cuda")
+
+
+def test_cuda_at_the_limit_bf16():
+    """The largest bf16 LSTM the plan accepts at B=64, one direction (the table's 1600 on an
+    H200): every block's W slice plus a KC_MIN-column chunk fill the opt-in shared memory."""
+    sms, smem = pl.device_limits(torch.device("cuda"))
+    top = pl.max_hidden("LSTM", 64, 1, torch.bfloat16, sms, smem)
+    plans = _plans("lstm", top, 64, 1, torch.bfloat16)
+    # At the edge, not merely large: within 4 KiB of the opt-in limit (1 KiB to spare on an H200).
+    assert max(p.smem for p in plans) > smem - 4096, (plans, smem)
+    torch.manual_seed(0)
+    compare_to_reference(BACKEND, _cfg("lstm", T=3, B=64, In=16, H=top, bidirectional=False),
+                         torch.bfloat16, "cuda")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn_tanh"])
+def test_cuda_full_grid_fp32(cell):
+    """fp32, one direction, the largest H up to the limit whose forward grid has one block on
+    every SM (the whole device in one cooperative launch)."""
+    sms, smem = pl.device_limits(torch.device("cuda"))
+    top = pl.max_hidden(MODE[cell], 64, 1, torch.float32, sms, smem)
+    H = next(h for h in range(top, 0, -1)
+             if _plans(cell, h, 64, 1, torch.float32)[0].blocks == sms)
+    assert H > top - sms, (H, top)
+    torch.manual_seed(0)
+    compare_to_reference(BACKEND, _cfg(cell, T=3, B=64, In=16, H=H, bidirectional=False),
+                         torch.float32, "cuda")
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm"])
+def test_cuda_forward_stages_a_in_chunks(cell):
+    """fp32 at H=768, B=64, both directions: the forward's A (h) does not fit in one chunk
+    (RNN 720 of 768 columns per chunk on an H200, LSTM 272), nor does the backward's."""
+    plans = _plans(cell, 768, 64, 2, torch.float32)
+    assert all(p.kc < p.layout.kp for p in plans), plans
+    torch.manual_seed(0)
+    compare_to_reference(BACKEND, _cfg(cell, T=6, B=64, In=16, H=768), torch.float32, "cuda")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -114,17 +162,21 @@ def test_cuda_runs_are_bitwise_deterministic(cls, dtype):
         assert all(torch.equal(a, b) for a, b in zip(runs[0], other))
 
 
-def test_cuda_runs_on_the_current_stream():
-    """Launched on torch's current stream: work on a side stream gives the default stream's
-    results (a launch on the wrong stream would race with the GEMMs around it)."""
+def test_cuda_runs_on_the_current_stream(monkeypatch):
+    """Launched on torch's current stream: every launch hands CuPy the side stream's handle, and
+    with the side stream held up first (``torch.cuda._sleep``) a kernel on any other stream would
+    run before the projections it reads, so results would differ from the default stream's."""
     torch.manual_seed(0)
     m = fusedrnn.GRU(32, 200, bidirectional=True, backend=BACKEND).cuda()
     x = torch.randn(50, 8, 32, device="cuda", requires_grad=True)
     want = _run(m, x)
+    handles = cupy_gpu.record_launch_streams(monkeypatch)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
+        torch.cuda._sleep(50_000_000)          # ~25 ms at 2 GHz: far longer than a launch
         got = _run(m, x)
     torch.cuda.current_stream().wait_stream(side)
     torch.cuda.synchronize()
+    assert len(handles) == 2 and set(handles) == {side.cuda_stream}, handles
     assert all(torch.equal(a, b) for a, b in zip(want, got))

@@ -52,7 +52,7 @@ class StubKernel:
     dtype: torch.dtype
 
 
-def _stub_compiled(mode, backward, dtype):
+def _stub_compiled(mode, backward, dtype, device=None):
     name = f"{pl._PREFIX[mode]}_persistent_{'bwd' if backward else 'fwd'}"
     params = loader.parse_signatures(loader.read_source(pl._SOURCES[mode]))[name]
     return StubKernel(name, params, dtype)
@@ -204,6 +204,9 @@ def test_plans_fit_up_to_the_limit_and_not_beyond(mode, dtype):
                 assert p.blocks * D <= H200[0]              # one block per SM at most
                 assert p.blocks * p.bhs >= H > (p.blocks - 1) * p.bhs
                 assert p.kc % pl.TILE == 0 and p.kc >= min(p.layout.kp, pl.KC_MIN)
+                # The widest chunk that fits (one more tile would not, or all of K is staged).
+                wider = pl.Layout(p.layout.K, p.layout.nw, p.kc + pl.TILE, B, p.layout.esize)
+                assert p.kc == p.layout.kp or wider.bytes > H200[1], (mode, dtype, D, B, H, p)
         reason = pl.limit_reason(mode, top + 1, B, D, dtype, *H200)
         assert f"hidden size {top + 1} with batch {B}" in reason
         assert f"the largest hidden size at this batch on this GPU is {top}" in reason
@@ -220,8 +223,9 @@ def test_multi_block_plans_for_realistic_sizes():
             assert p.blocks >= 16, (mode, H, backward, p)
 
 
-def _fake_cuda_tensor(dtype, B):
-    return SimpleNamespace(device=torch.device("cuda", 0), dtype=dtype, shape=(4, B, 8))
+def _fake_cuda_tensor(dtype, B, requires_grad=False):
+    return SimpleNamespace(device=torch.device("cuda", 0), dtype=dtype, shape=(4, B, 8),
+                           requires_grad=requires_grad)
 
 
 def _weights(mode, H, D=1, proj=0):
@@ -235,13 +239,29 @@ def _weights(mode, H, D=1, proj=0):
     return w
 
 
+def _device_hooks(monkeypatch, capacity=H200[0], build_problem=None):
+    """The device-facing hooks of unsupported_reason on a CPU machine: an H200's limits, CuPy
+    present, ``capacity`` co-resident blocks per kernel; returns the kernels asked about."""
+    asked = []
+
+    def resident_blocks(fn, smem, device):
+        asked.append(fn.name)
+        return capacity
+
+    monkeypatch.setattr(pl, "device_limits", lambda device: H200)
+    monkeypatch.setattr(pl, "compiled", _stub_compiled)
+    monkeypatch.setattr(pl, "resident_blocks", resident_blocks)
+    monkeypatch.setattr(backend_cupy_persistent, "_cupy_missing", lambda: False)
+    monkeypatch.setattr(loader, "cooperative_build_problem", lambda: build_problem)
+    return asked
+
+
 def test_unsupported_reasons(monkeypatch):
     backend = CupyPersistentBackend()
     cfg = LayerConfig("LSTM", False, True, False)
     weights = _weights("LSTM", 64)
     assert "CUDA tensors" in backend.unsupported_reason(cfg, torch.zeros(4, 2, 8), weights)
-    monkeypatch.setattr(pl, "device_limits", lambda device: H200)
-    monkeypatch.setattr(backend_cupy_persistent, "_cupy_missing", lambda: False)
+    _device_hooks(monkeypatch)
     assert "float64" in backend.unsupported_reason(cfg, _fake_cuda_tensor(torch.float64, 2),
                                                    weights)
     assert backend.unsupported_reason(cfg, _fake_cuda_tensor(torch.bfloat16, 64), weights) is None
@@ -255,6 +275,81 @@ def test_unsupported_reasons(monkeypatch):
     monkeypatch.setattr(backend_cupy_persistent, "_cupy_missing", lambda: True)
     assert 'pip install "fusedrnn[cuda13]"' in backend.unsupported_reason(
         cfg, _fake_cuda_tensor(torch.bfloat16, 64), weights)
+
+
+def test_a_cupy_that_cannot_link_cooperative_kernels_is_a_reason(monkeypatch):
+    _device_hooks(monkeypatch, build_problem="CuPy 13.6.0 links ... libcudadevrt.a ...")
+    reason = CupyPersistentBackend().unsupported_reason(
+        LayerConfig("GRU", True, True, False), _fake_cuda_tensor(torch.float32, 8),
+        _weights("GRU", 32, D=2))
+    assert "libcudadevrt.a" in reason
+
+
+@pytest.mark.parametrize("needs_grad", [False, True])
+def test_a_grid_that_cannot_be_resident_is_a_reason(monkeypatch, needs_grad):
+    """Fewer co-resident blocks than the plan's grid (MPS, reduced occupancy) is a reason, not a
+    ValueError at launch. The backward kernel is compiled and asked about only when autograd
+    will run it."""
+    cfg, H, B = LayerConfig("GRU", True, True, False), 256, 16
+    weights = _weights("GRU", H, D=2)
+    x = _fake_cuda_tensor(torch.bfloat16, B, requires_grad=needs_grad)
+    blocks = [pl.plan("GRU", H, B, 2, torch.bfloat16, bw, *H200).blocks * 2 for bw in (False, True)]
+    asked = _device_hooks(monkeypatch, capacity=max(blocks))
+    assert CupyPersistentBackend().unsupported_reason(cfg, x, weights) is None
+    assert asked == ["gru_persistent_fwd", "gru_persistent_bwd"][:1 + needs_grad]
+    _device_hooks(monkeypatch, capacity=min(blocks) - 1)
+    reason = CupyPersistentBackend().unsupported_reason(cfg, x, weights)
+    assert f"needs {blocks[0]} co-resident blocks" in reason
+    assert f"this GPU holds {min(blocks) - 1}" in reason
+
+
+def test_cooperative_build_problem_follows_cupy_version_and_toolkit(monkeypatch, tmp_path):
+    """CuPy before 14.2 links cooperative modules with <CUDA path>/lib64 or lib/libcudadevrt.a
+    (and fails to compile without it); 14.2 links nothing."""
+    def fake(version, cuda_path):
+        cupy = SimpleNamespace(__version__=version,
+                               cuda=SimpleNamespace(get_cuda_path=lambda: cuda_path))
+        monkeypatch.setattr(loader, "require_cupy", lambda name: cupy)
+        loader.cooperative_build_problem.cache_clear()
+        try:
+            return loader.cooperative_build_problem()
+        finally:
+            loader.cooperative_build_problem.cache_clear()
+
+    assert fake("14.2.0", None) is None
+    assert fake("15.0.0a1", None) is None
+    assert "libcudadevrt.a" in fake("13.6.0", None)
+    assert "upgrade CuPy to 14.2" in fake("14.1.1", str(tmp_path))
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "libcudadevrt.a").write_bytes(b"")
+    assert fake("13.6.0", str(tmp_path)) is None
+
+
+def test_the_launchers_refuse_a_plan_whose_smem_is_not_the_kernels_carve(monkeypatch):
+    """The kernels __trap() (ending the CUDA context) when given less shared memory than their
+    carve: the launcher compares the plan with the carve the kernel computes from its own
+    arguments and raises before launching."""
+    launched = []
+    real_plan = pl.plan
+
+    def short_plan(mode, H, B, D, dtype, backward, sms, smem):
+        p = real_plan(mode, H, B, D, dtype, backward, sms, smem)
+        return pl.Plan(p.bhs, p.blocks, p.kc, pl.Layout(p.layout.K, p.layout.nw, p.kc - pl.TILE,
+                                                        B, p.layout.esize))
+
+    monkeypatch.setattr(pl, "device_limits", lambda device: H200)
+    monkeypatch.setattr(pl, "compiled", _stub_compiled)
+    monkeypatch.setattr(pl, "run", lambda *a: launched.append(a))
+    monkeypatch.setattr(pl, "plan", short_plan)
+    a = _layer_inputs("LSTM", T=3, B=2, H=40, D=1, dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="carve needs"):
+        pl.kernels("LSTM").forward(a.xproj, a.w_hh, None, a.h0, a.c0, a.lens, a.n_active, a.y,
+                                   a.ws)
+    assert not launched
+    for mode in MODES:
+        for backward in (False, True):
+            p = real_plan(mode, 40, 2, 2, torch.bfloat16, backward, *H200)
+            assert pl.kernel_smem(mode, backward, 40, 2, p.bhs, p.kc, torch.bfloat16) == p.smem
 
 
 # ----------------------------------------------------------------------- host-compiled C++ checks
@@ -349,7 +444,7 @@ class Emulator:
         self.smem_limit = H200[1]
         self.launches = 0
 
-    def compiled(self, mode, backward, dtype):
+    def compiled(self, mode, backward, dtype, device=None):
         source, defines = pl._SOURCES[mode], pl._DEFINES[mode]
         key = (source, dtype, defines)
         signatures = loader.parse_signatures(loader.read_source(source))

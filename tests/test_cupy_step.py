@@ -3,20 +3,25 @@
 * CPU (runs everywhere): the backend's host code — GEMMs, state buffers, active rows, reverse
   times, argument lists — with the kernels replaced by the emulator (``cupy_emulator``), which
   checks every launch against the real ``.cu`` signature and grid.
-* CUDA (``@pytest.mark.cuda``, needs CuPy): the real kernels at realistic and odd sizes, packed,
-  bidirectional, stacked, all dtypes; bitwise determinism; torch's current stream.
+* CUDA (``@pytest.mark.cuda``, needs CuPy: without it they fail, see ``cupy_gpu``): the real
+  kernels at realistic and odd sizes, packed, bidirectional, stacked, all dtypes; bitwise
+  determinism; torch's current stream.
+
+Everywhere, the launchers' scratch buffers start as NaN (``step_launch.POISON``), as the
+library's outputs do (conftest), so an element no step wrote fails the comparison.
 """
 
 import pytest
 import torch
 
 import cupy_emulator
+import cupy_gpu
 from cases import CELLS, compare_to_reference
 from conftest import assert_rel_close
 from fusedrnn import backend_registry
 from fusedrnn.backend_cupy_step import CupyStepBackend
 from fusedrnn.backend_reference import ReferenceBackend
-from fusedrnn.kernels.cuda import gru_step, lstm_step, rnn_step, step_launch
+from fusedrnn.kernels.cuda import gru_step, lstm_step, loader, rnn_step, step_launch
 from fusedrnn.layer_config import LayerConfig
 
 NAME = "cupy-step"
@@ -31,16 +36,32 @@ def registered(monkeypatch):
         monkeypatch.setattr(backend_registry, "NAMES", backend_registry.NAMES + (NAME,))
 
 
+@pytest.fixture(autouse=True)
+def poison_scratch(monkeypatch):
+    monkeypatch.setattr(step_launch, "POISON", True)
+
+
+@pytest.fixture(autouse=True)
+def cupy_on_gpu(request):
+    """The CUDA tests need CuPy: missing or broken, they fail (cupy_gpu.require_cupy)."""
+    if request.node.get_closest_marker("cuda"):
+        cupy_gpu.require_cupy(NAME)
+
+
 # ---------------------------------------------------------------------------------------------
 # CPU: the host code through the emulator, at the layer contract.
 
 @pytest.fixture
 def emulated(monkeypatch):
     launched = cupy_emulator.install(monkeypatch)
-    monkeypatch.setattr(step_launch, "POISON", True)
+    real_product = step_launch.product
 
     def product_on_cpu(a, w, buf):
-        # The CPU has no fp16/bf16 → fp32 bmm; the same product in fp32 on the rounded operands.
+        # fp32 operands take the real product (torch.bmm into the buffer). fp16/bf16 ones need
+        # bmm's fp32-output overload, which has no CPU kernel ("aten::bmm.dtype_out" is
+        # registered for CUDA only, torch 2.13): the same product in fp32 on the rounded values.
+        if a.dtype == torch.float32 and w.dtype == torch.float32:
+            return real_product(a, w, buf)
         D, rows, _ = a.shape
         out = buf[:D * rows * w.shape[2]].view(D, rows, w.shape[2])
         if rows:
@@ -165,11 +186,6 @@ def test_split_biases_match_the_triton_modules():
 # ---------------------------------------------------------------------------------------------
 # CUDA: the real kernels.
 
-def _cupy_or_skip():
-    pytest.importorskip("cupy", reason="cupy-step needs CuPy on the CUDA machine "
-                                       '(pip install "fusedrnn[cuda13]")')
-
-
 @pytest.fixture
 def ieee_fp32(monkeypatch):
     # fp32 parity at 2e-4 needs IEEE fp32 products (TF32 keeps 10 mantissa bits).
@@ -189,7 +205,6 @@ SIZES = [  # T, B, In, H, layers: realistic, odd, one-step
 @pytest.mark.parametrize("T,B,In,H,layers", SIZES, ids=lambda v: str(v))
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_cuda_matches_reference(cell, T, B, In, H, layers, dtype, registered, ieee_fp32):
-    _cupy_or_skip()
     cfg = dict(cell=cell, form="packed" if B > 1 else "time_major", T=T, B=B, In=In, H=H,
                layers=layers, bidirectional=True, bias=True, with_h0=True)
     compare_to_reference(NAME, cfg, dtype, "cuda")
@@ -199,7 +214,6 @@ def test_cuda_matches_reference(cell, T, B, In, H, layers, dtype, registered, ie
 @pytest.mark.parametrize("form", ["time_major", "batch_first", "packed"])
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_cuda_forms_unidirectional_without_bias(cell, form, registered, ieee_fp32):
-    _cupy_or_skip()
     cfg = dict(cell=cell, form=form, T=17, B=6, In=5, H=40, layers=2, bidirectional=False,
                bias=False, with_h0=False)
     compare_to_reference(NAME, cfg, torch.float32, "cuda")
@@ -216,7 +230,6 @@ def _run_lstm(x, m):
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_cuda_runs_are_bitwise_deterministic(dtype, registered):
-    _cupy_or_skip()
     import fusedrnn
     from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -237,21 +250,26 @@ def test_cuda_runs_are_bitwise_deterministic(dtype, registered):
 
 
 @pytest.mark.cuda
-def test_cuda_runs_on_torch_current_stream(registered):
-    """Kernels and GEMMs go on torch's current stream: on a side stream, with no
-    synchronisation of our own, the result equals the default stream's bit for bit."""
-    _cupy_or_skip()
+def test_cuda_runs_on_torch_current_stream(registered, monkeypatch):
+    """Kernels and GEMMs go on torch's current stream. Every launch hands CuPy the side stream's
+    handle; and with the side stream held up first (``torch.cuda._sleep``) and no
+    synchronisation of our own, a kernel on any other stream would read its inputs before the
+    side stream's GEMMs wrote them (NaN-poisoned scratch), so the results would not equal the
+    default stream's bit for bit."""
     import fusedrnn
 
     torch.manual_seed(0)
     m = fusedrnn.GRU(16, 64, bidirectional=True, backend=NAME).cuda()
     x = torch.randn(40, 4, 16, device="cuda", requires_grad=True)
     want = _run_gru(m, x)
+    handles = cupy_gpu.record_launch_streams(monkeypatch)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
+        torch.cuda._sleep(50_000_000)          # ~25 ms at 2 GHz: far longer than a launch
         got = _run_gru(m, x)
     torch.cuda.current_stream().wait_stream(side)
+    assert handles and set(handles) == {side.cuda_stream}, (len(handles), set(handles))
     assert all(torch.equal(a, b) for a, b in zip(want, got))
 
 
@@ -265,7 +283,6 @@ def _run_gru(m, x):
 
 @pytest.mark.cuda
 def test_cuda_float64_is_refused_with_the_reason(registered):
-    _cupy_or_skip()
     import fusedrnn
 
     m = fusedrnn.LSTM(3, 4, backend=NAME).cuda().double()
@@ -274,10 +291,14 @@ def test_cuda_float64_is_refused_with_the_reason(registered):
 
 
 @pytest.mark.cuda
-def test_cuda_empty_batch_launches_nothing(registered):
-    _cupy_or_skip()
+def test_cuda_empty_batch_launches_nothing(registered, monkeypatch):
+    launches = []
+    real_launch = loader.launch
+    monkeypatch.setattr(loader, "launch", lambda *a, **k: (launches.append(a[0].name),
+                                                           real_launch(*a, **k)))
     cfg, x, _, h0, _, weights = _layer("LSTM", 2, True, False, 3, 0, 2, 4, 0, None, dtype=torch.float32)
     c0 = torch.zeros(2, 0, 4)
     to = [t.cuda() for t in (x, h0, c0, *weights)]
     y, h_n, c_n, _ = CupyStepBackend().forward(cfg, to[0], None, to[1], to[2], to[3:])
     assert y.shape == (3, 0, 8) and h_n.shape == (2, 0, 4) and c_n.shape == (2, 0, 4)
+    assert launches == []

@@ -8,8 +8,9 @@
 //   kernels/triton/cell_math.py and fusedrnn.reference (derivatives written from the
 //   activations' outputs), so the two CUDA families share one copy of the math.
 //
-// Only <cuda_fp16.h> and <cuda_bf16.h> are included: both ship with NVRTC and with nvcc, and
-// no C++ standard library header is needed (NVRTC has none of its own).
+// Only <cuda_fp16.h> and <cuda_bf16.h> are included, and no C++ standard library header (NVRTC
+// has none of its own). Both are toolkit headers: nvcc finds them itself, NVRTC only through an
+// -I to the toolkit's include folder (CuPy's, or the loader's: see "Toolkit pieces" in loader.py).
 
 #pragma once
 

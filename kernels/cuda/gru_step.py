@@ -34,7 +34,7 @@ def forward(xproj, w_hh, b_hn, h0, c0, lens, n_active, y, ws):
     D, T, B, _ = ws.shape
     H = w_hh.shape[2]
     dtype, device = xproj.dtype, xproj.device
-    gate = loader.get_function(SOURCE, "gru_step_fwd", dtype)
+    gate = loader.get_function(SOURCE, "gru_step_fwd", dtype, device=device)
     h_state = h0.to(dtype, copy=True).contiguous()                        # [D, B, H]
     bias = xproj if b_hn is None else b_hn.to(dtype).contiguous()         # unread without bias
     w_hh_t = w_hh.transpose(1, 2)                                         # [D, H, 3H]
@@ -56,7 +56,7 @@ def backward(dy, dh_n, dc_n, w_hh, ws, y, h0, c0, lens, n_active, alloc):
     H = w_hh.shape[2]
     dtype, device = y.dtype, y.device
     dy, dh_n, h0 = model_dtype(dy, dh_n, h0, dtype=dtype)
-    gate = loader.get_function(SOURCE, "gru_step_bwd", dtype)
+    gate = loader.get_function(SOURCE, "gru_step_bwd", dtype, device=device)
     dgi, dgh = alloc((D, T, B, GATES * H)), alloc((D, T, B, GATES * H))
     dgh_state = empty((D, B, GATES * H), torch.float32, device)
     # Read only at steps that have a step after them, which wrote it first; zeros all the same

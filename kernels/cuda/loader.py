@@ -5,13 +5,26 @@ non-CuPy backend, never imports it.
 
 * :func:`require_cupy` — the ``cupy`` module, or an ``ImportError`` naming the extra to install.
 * :func:`get_function` — a compiled kernel (:class:`Kernel`), cached per (source, kernel, dtype,
-  defines, cooperative). Sources are read from the installed package (``importlib.resources``)
-  and compiled by NVRTC (CuPy's default backend) with ``-std=c++17 -I<this folder>
-  -DFUSEDRNN_DTYPE=<0 fp32 | 1 fp16 | 2 bf16>`` plus the caller's defines.
+  defines, cooperative, device), compiled and loaded on the device of the tensors it will run on.
+  Sources are read from the installed package (``importlib.resources``) and compiled by NVRTC
+  (CuPy's default backend) with ``-std=c++17 -I<this folder> -DFUSEDRNN_DTYPE=<0 fp32 | 1 fp16 |
+  2 bf16>`` plus the caller's defines; CuPy appends ``-ftz=true`` (:data:`CUPY_OPTIONS`).
 * :func:`launch` — runs a kernel on PyTorch's current stream of the tensors' device, so it is
   ordered with torch's own kernels (the cuBLAS GEMMs) without any synchronisation.
 * :func:`max_cooperative_blocks` — occupancy × SM count: the largest grid a cooperative launch
   of this kernel can have; a launcher refuses a larger one with ``ValueError``.
+
+Toolkit pieces NVRTC needs. The kernels include ``cuda_fp16.h`` / ``cuda_bf16.h`` (and the
+persistent family ``cooperative_groups.h`` and ``mma.h``, which includes ``crt/mma.h``): toolkit
+headers that NVRTC does not carry (``cooperative_groups.h`` also wants CCCL's ``nv/target``, which
+CuPy bundles and puts on the path). CuPy passes ``-I<CUDA path>/include`` itself when it finds a
+toolkit (``cupy.cuda.get_cuda_path()``: a local CUDA, ``CUDA_PATH``, or the CUDA 13 pip layout
+``nvidia/cu13``); where that lacks :data:`TOOLKIT_HEADERS` (e.g. CUDA 12's split pip wheels, which
+give CuPy no CUDA path) :func:`toolkit_include_dir` looks elsewhere and :func:`get_function` adds
+the ``-I``. ``fusedrnn[cuda13]`` installs CuPy's ``[ctk]`` extra (NVRTC, the cudart wheel's
+headers) and ``cuda-toolkit[crt]``; ``[cuda12]`` the ``[ctk]`` extra only (its ``crt/`` headers
+come with a local CUDA 12 toolkit). A compile that cannot open a header raises ``RuntimeError``
+saying so.
 
 Argument passing. CuPy passes each argument by its *numpy* type's size (a Python int goes as
 int64, a Python float as float64), so a mismatch with the kernel's C signature is silent
@@ -32,6 +45,7 @@ import functools
 import hashlib
 import importlib.resources
 import math
+import os
 import re
 from dataclasses import dataclass
 
@@ -42,7 +56,9 @@ import torch
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _CODE_DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
 
-INSTALL_HINT = 'pip install "fusedrnn[cuda13]" (CUDA 13) or "fusedrnn[cuda12]" (CUDA 12)'
+INSTALL_HINT = ('pip install "fusedrnn[cuda13]" (CUDA 13) or "fusedrnn[cuda12]" (CUDA 12), which '
+                'install CuPy with the CUDA toolkit pieces it compiles the kernels with (NVRTC and '
+                'the headers; its [ctk] extra), or CuPy alone next to a local CUDA toolkit')
 
 
 def require_cupy(backend_name):
@@ -176,11 +192,80 @@ def compile_options(dtype, defines=()):
     return ("-std=c++17", f"-I{source_dir()}", f"-DFUSEDRNN_DTYPE={dtype_code(dtype)}", *defines)
 
 
+# What CuPy itself appends to every NVRTC compile (cupy/cuda/compiler.py,
+# _compile_with_cache_cuda, read in the cupy-cuda13x 14.2.0 wheel): fp32 denormals flush to zero
+# in every kernel of both families. The compile test passes the same.
+CUPY_OPTIONS = ("-ftz=true",)
+# Older CuPy also compiled enable_cooperative_groups=True modules as relocatable device code
+# (``--device-c``) and linked them with the toolkit's libcudadevrt.a; cupy/cupy#10023 (merged
+# 2026-06) dropped both, and the 14.2.0 wheel's compiler.py has no --device-c. The first release
+# with the change is not recorded here, so 14.2 is the first version trusted without the library
+# (see cooperative_build_problem; the compile test builds the persistent kernels both ways).
+CUPY_RDC_DROPPED_IN = (14, 2)
+CUPY_RDC_OPTION = "--device-c"
+
+
+# The toolkit headers the kernels reach (through cuda_fp16.h, cuda_bf16.h and mma.h), as the
+# test for "this include folder will do".
+TOOLKIT_HEADERS = ("cuda_fp16.h", "cuda_bf16.h", os.path.join("crt", "mma.h"))
+
+
+def _has_headers(include_dir):
+    return include_dir is not None and all(os.path.isfile(os.path.join(include_dir, h))
+                                           for h in TOOLKIT_HEADERS)
+
+
+def toolkit_include_dir(cuda_path):
+    """The CUDA include folder to add with ``-I``, or None when none is needed or none exists.
+
+    ``cuda_path`` is ``cupy.cuda.get_cuda_path()``: CuPy already passes ``<cuda_path>/include``,
+    so nothing is added when that holds :data:`TOOLKIT_HEADERS`. Otherwise the first folder
+    with them among ``$CUDA_HOME/include``, ``$CUDA_PATH/include``, ``/usr/local/cuda/include``
+    and the NVIDIA pip wheels' (``cuda.pathfinder``, a CuPy 14 dependency); ours comes before
+    CuPy's on the search path, so all toolkit headers then come from that one folder. None if
+    nothing has them all: CuPy's own ``-I`` (if any) is all NVRTC gets."""
+    if cuda_path is not None and _has_headers(os.path.join(cuda_path, "include")):
+        return None
+    roots = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    for root in filter(None, roots):
+        if _has_headers(os.path.join(root, "include")):
+            return os.path.join(root, "include")
+    try:
+        from cuda.pathfinder import find_nvidia_header_directory
+        found = find_nvidia_header_directory("cudart")
+    except (ImportError, RuntimeError):     # no pathfinder / a version without "cudart"
+        found = None
+    return found if _has_headers(found) else None
+
+
+def _version_tuple(text):
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:2])
+
+
+@functools.lru_cache(maxsize=None)
+def cooperative_build_problem():
+    """Why CuPy cannot build a cooperative kernel on this machine, or None.
+
+    CuPy before 14.2 links cooperative modules with ``<cupy.cuda.get_cuda_path()>/lib64/`` (or
+    ``lib/``) ``libcudadevrt.a`` and raises ``RuntimeError`` at compile time without it (CuPy's
+    ``_get_cudadevrt_path``); the CUDA 12 pip wheels give no such path. CuPy 14.2+ links nothing."""
+    cupy = require_cupy("cupy-persistent")
+    if _version_tuple(cupy.__version__) >= CUPY_RDC_DROPPED_IN:
+        return None
+    root = cupy.cuda.get_cuda_path()
+    if root is not None and any(os.path.isfile(os.path.join(root, sub, "libcudadevrt.a"))
+                                for sub in ("lib64", "lib")):
+        return None
+    return (f"CuPy {cupy.__version__} links cooperative kernels with the CUDA toolkit's "
+            f"libcudadevrt.a, which is not under {root or 'any CUDA path it found'} (lib64/ or "
+            f"lib/): install the CUDA toolkit and set CUDA_PATH, or upgrade CuPy to 14.2 or later")
+
+
 @dataclass
 class Kernel:
     """A compiled kernel: ``raw`` is CuPy's ``RawKernel`` (its attributes, e.g.
-    ``raw.num_regs`` or the settable ``raw.max_dynamic_shared_size_bytes``, are CuPy's);
-    ``params`` its parsed signature; ``dtype`` the torch dtype of ``scalar_t``."""
+    ``raw.num_regs`` or the settable ``raw.max_dynamic_shared_size_bytes``, are CuPy's, per
+    current device); ``params`` its parsed signature; ``dtype`` the torch dtype of ``scalar_t``."""
     raw: object
     name: str
     params: list
@@ -192,28 +277,53 @@ class Kernel:
 def _module(source, code, defines, cooperative):
     cupy = require_cupy("cupy")
     text = read_source(source) + f"\n// fusedrnn headers sha256 {headers_digest()}\n"
-    return cupy.RawModule(code=text, options=compile_options(code, defines),
-                          enable_cooperative_groups=cooperative)
+    include = toolkit_include_dir(cupy.cuda.get_cuda_path())
+    options = compile_options(code, defines) + ((f"-I{include}",) if include else ())
+    return cupy.RawModule(code=text, options=options, enable_cooperative_groups=cooperative)
 
 
 @functools.lru_cache(maxsize=None)
-def _kernel(source, kernel, code, defines, cooperative):
+def _kernel(source, kernel, code, defines, cooperative, device_index):
     signatures = parse_signatures(read_source(source))
     if kernel not in signatures:
         raise ValueError(f"{source} declares no extern \"C\" __global__ kernel {kernel!r} "
                          f"(it declares {sorted(signatures)})")
-    raw = _module(source, code, defines, cooperative).get_function(kernel)
+    cupy = require_cupy("cupy")
+    # RawModule.get_function compiles and loads the module on the *current* device (CuPy's
+    # RawKernel caches per device); make that the tensors' device, not whichever is current.
+    with cupy.cuda.Device(device_index):
+        try:
+            raw = _module(source, code, defines, cooperative).get_function(kernel)
+        except Exception as exc:            # CuPy's CompileException carries NVRTC's log
+            if "cannot open source file" not in str(exc):
+                raise
+            raise RuntimeError(
+                f"NVRTC could not find a CUDA header compiling {source} (log below): install the "
+                f"CUDA headers with {INSTALL_HINT}, or point CUDA_PATH at a CUDA toolkit of "
+                f"NVRTC's version\n{exc}") from exc
     return Kernel(raw=raw, name=kernel, params=signatures[kernel], dtype=_CODE_DTYPES[code],
                   cooperative=cooperative)
 
 
-def get_function(source, kernel, dtype, defines=(), cooperative=False):
+def _device_index(device):
+    if isinstance(device, int):
+        return device
+    device = torch.device("cuda") if device is None else torch.device(device)
+    if device.type != "cuda":
+        raise TypeError(f"kernels are compiled for a CUDA device, not {device}")
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def get_function(source, kernel, dtype, defines=(), cooperative=False, device=None):
     """Kernel ``kernel`` of package file ``source`` compiled for ``dtype`` (torch dtype or
     FUSEDRNN_DTYPE code) with extra ``defines`` (e.g. ``("-DCELL=1",)``); ``cooperative``
-    compiles for and launches with ``cuLaunchCooperativeKernel``. Cached: NVRTC runs once per
-    (source, dtype, defines, cooperative) per process and device (CuPy also caches on disk)."""
+    compiles for and launches with ``cuLaunchCooperativeKernel``; ``device`` (a torch device or
+    index; default torch's current one) is where it will run: the module is compiled (CuPy
+    keeps the binary on disk) and loaded there, once per (source, dtype, defines, cooperative,
+    device) and process."""
     require_cupy("cupy")                    # first: without CuPy, fail with the install hint
-    return _kernel(source, kernel, dtype_code(dtype), tuple(defines), bool(cooperative))
+    return _kernel(source, kernel, dtype_code(dtype), tuple(defines), bool(cooperative),
+                   _device_index(device))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,6 +367,9 @@ def launch(fn, grid, block, args, shared_mem=0, cooperative=None):
             raise ValueError(f"{fn.name}: a cooperative grid of {grid} blocks exceeds the {limit} "
                              f"that can be resident at once on {device}")
     stream = torch.cuda.current_stream(device)
+    # ``stream=`` is not in RawKernel.__call__'s documented signature, but CuPy forwards its
+    # keyword arguments to Function.__call__(grid, block, args, shared_mem, stream, ...)
+    # (cupy/_core/raw.pyx); the CUDA tests assert every launch's stream (cupy_gpu).
     with cupy.cuda.Device(device.index):
         fn.raw(grid, block, tuple(_raw_arg(a) for a in args), shared_mem=int(shared_mem),
                stream=_external_stream(cupy, stream.cuda_stream, device.index))

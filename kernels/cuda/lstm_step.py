@@ -35,7 +35,7 @@ def forward(xproj, w_hh, b_hh, h0, c0, lens, n_active, y, ws, w_hr=None):
     D, T, B, _ = ws.shape
     H, Hr = w_hh.shape[1] // GATES, w_hh.shape[2]
     dtype, device = xproj.dtype, xproj.device
-    gate = loader.get_function(SOURCE, "lstm_step_fwd", dtype)
+    gate = loader.get_function(SOURCE, "lstm_step_fwd", dtype, device=device)
     h_state = h0.to(dtype, copy=True).contiguous()                        # [D, B, Hr]
     c_state = c0.to(torch.float32, copy=True).contiguous()                # [D, B, H]
     # With a projection the gate kernel's h is o ⊙ tanh c, the projection GEMM's input.
@@ -43,7 +43,7 @@ def forward(xproj, w_hh, b_hh, h0, c0, lens, n_active, y, ws, w_hr=None):
     w_hh_t = w_hh.transpose(1, 2)                                         # [D, Hr, 4H]
     rec_buf = scratch(D, B, GATES * H, device)
     if w_hr is not None:
-        store = loader.get_function(SOURCE, "lstm_proj_store", dtype)
+        store = loader.get_function(SOURCE, "lstm_proj_store", dtype, device=device)
         w_hr_t = w_hr.transpose(1, 2)                                     # [D, H, P]
         hp_buf = scratch(D, B, Hr, device)
     for s in range(T):
@@ -67,7 +67,7 @@ def backward(dy, dh_n, dc_n, w_hh, ws, y, h0, c0, lens, n_active, alloc, w_hr=No
     H, Hr = w_hh.shape[1] // GATES, w_hh.shape[2]
     dtype, device = y.dtype, y.device
     dy, dh_n, dc_n, c0 = model_dtype(dy, dh_n, dc_n, c0, dtype=dtype)
-    gate = loader.get_function(SOURCE, "lstm_step_bwd", dtype)
+    gate = loader.get_function(SOURCE, "lstm_step_bwd", dtype, device=device)
     dg = alloc((D, T, B, GATES * H))
     dg_state = empty((D, B, GATES * H), torch.float32, device)
     dc = torch.zeros((D, B, H), dtype=torch.float32, device=device)
@@ -75,7 +75,7 @@ def backward(dy, dh_n, dc_n, w_hh, ws, y, h0, c0, lens, n_active, alloc, w_hr=No
     rec_buf = scratch(D, B, Hr, device)
     dh_proj = None
     if w_hr is not None:
-        to_dh = loader.get_function(SOURCE, "lstm_proj_bwd_dh", dtype)
+        to_dh = loader.get_function(SOURCE, "lstm_proj_bwd_dh", dtype, device=device)
         dh_proj = alloc((D, T, B, Hr))
         dh_buf, dm_buf = scratch(D, B, Hr, device), scratch(D, B, H, device)
         w_hr32 = w_hr.float()                                             # [D, P, H]

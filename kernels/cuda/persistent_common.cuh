@@ -30,8 +30,9 @@
 //                              WP = KP + 16 bytes of padding (shifts rows across banks)
 //   sA   [BPAD][AP]    op_t   AP = KC + 16 bytes of padding
 //   sAcc [max(8*256, BPAD*NPAD)] fp32   KS planes of [MT*16][NPAD] partial sums
-// persistent_launch.Layout computes the same sizes (a CPU test compares); the kernels trap if
-// the launch gave them less shared memory than this carve needs.
+// persistent_launch.Layout computes the same sizes (a CPU test compares), and the launcher
+// checks before every launch that it passes exactly this carve (persistent_launch.kernel_smem);
+// the kernels still trap if a launch gave them less.
 
 #pragma once
 
@@ -40,7 +41,9 @@
 #ifndef FUSEDRNN_HOST_EMULATION
 // Without this, cooperative_groups.h includes libcu++ (<cuda/std/type_traits>, <cuda/atomic>),
 // which NVRTC finds only where CCCL's include folder is on the path (CUDA 13 moved it to
-// include/cccl); with it, the toolkit's include folder suffices (checked with NVRTC 13.0).
+// include/cccl); with it, only <nv/target> is needed besides the toolkit headers: a local
+// toolkit has it in include/nv, and CuPy puts its bundled CCCL (which has it) on the path, so
+// the pip wheels' headers suffice too (checked with NVRTC 13.0 and CuPy 14.2's include folders).
 #define _CG_LIMIT_INCLUDED_DEPENDENCIES
 #include <cooperative_groups.h>
 #include <mma.h>
@@ -57,7 +60,8 @@ constexpr int TILE = 16;                 // the wmma m16n16k16 tile
 // backward's A operand is a gate gradient: bf16 keeps fp32's range, so it stays on tensor cores;
 // rounded to fp16 it could underflow (< 6e-8) or overflow (> 65504 under a GradScaler), so fp16
 // backward multiplies fp32 operands on the FMA units (the fp16 weights convert exactly). fp32
-// models use IEEE fp32 FMA both ways (no TF32: see the backend docstring).
+// models use fp32 FMA both ways (no TF32: see the backend docstring), IEEE except that CuPy
+// compiles with -ftz=true, so denormal inputs and results are flushed to zero.
 #if FUSEDRNN_DTYPE == 0
 typedef float fwd_op_t;
 typedef float bwd_op_t;
@@ -79,7 +83,7 @@ __host__ __device__ __forceinline__ long long align128(long long bytes) {
 
 // ---------------------------------------------------------------------------------------------
 // Geometry and shared-memory carve of one block's GEMM (identical formulas in
-// persistent_launch.smem_bytes; a CPU test compares the two).
+// persistent_launch.Layout; a CPU test compares the two).
 
 template <typename OpT>
 struct Layout {
@@ -126,7 +130,10 @@ __device__ __forceinline__ void prefetch_l2(const void* p) {
 }
 #endif
 
-// The kernels refuse a launch whose dynamic shared memory is smaller than their carve.
+// The kernels refuse a launch whose dynamic shared memory is smaller than their carve. A trap
+// ends the CUDA context, so the launcher checks the same number on the host first and this
+// cannot fire through the backend; it stays as the last guard for any other caller, whose
+// kernel would otherwise address shared memory past its allocation.
 __device__ __forceinline__ void require_smem(long long bytes) {
     if ((long long)dynamic_smem_bytes() < bytes) __trap();
 }

@@ -21,22 +21,24 @@ device's opt-in shared memory per block. Largest H for an H100/H200 (132 SMs, 22
     cell       dtype       D=1         D=2
                batch       16    64    16    64
     =========  ==========  ====  ====  ====  ====
-    LSTM       float32     1320  1248   924   864
-    LSTM       float16     1320  1284   924   916
+    LSTM       float32     1320  1248   924   880
+    LSTM       float16     1320  1288   924   920
     LSTM       bfloat16    1712  1600  1056  1056
     GRU        float32     1520  1452  1072  1040
-    GRU        float16     1520  1452  1072  1056
-    GRU        bfloat16    2112  2112  1152  1109
-    RNN        float32     2640  2560  1888  1824
-    RNN        float16     2640  2560  1888  1824
-    RNN        bfloat16    3456  3328  2288  2176
+    GRU        float16     1525  1452  1072  1056
+    GRU        bfloat16    2112  2112  1152  1114
+    RNN        float32     2640  2576  1888  1840
+    RNN        float16     2640  2576  1888  1840
+    RNN        bfloat16    3456  3344  2304  2176
     =========  ==========  ====  ====  ====  ====
 
-fp16 is below bf16 because its backward multiplies fp32 operands (see persistent_common.cuh);
-at D=2 bf16 stops where the backward's BHS passes 16 (one more 16-column tile doubles its W).
-The grid must also be co-resident (a cooperative launch): the launcher checks
-``loader.max_cooperative_blocks`` and raises ``ValueError`` rather than launching a grid that
-could not synchronise. No LSTM projection (``proj_size``) in this form.
+Each limit is where one plan's W slice plus a ``KC_MIN``-column chunk of A no longer fit. fp16 is
+below bf16 because its backward multiplies fp32 operands (see persistent_common.cuh). LSTM bf16
+at D=2 stops at 1056 for both batches because there the backward's BHS would pass 16: one more
+16-column tile doubles its W slice (GRU and RNN bf16 stop at the chunk minimum instead).
+The grid must also be co-resident (a cooperative launch): ``residency_reason`` and the launcher
+check ``loader.max_cooperative_blocks`` and refuse with a reason / ``ValueError`` rather than
+launching a grid that could not synchronise. No LSTM projection (``proj_size``) in this form.
 """
 
 from dataclasses import dataclass
@@ -58,6 +60,9 @@ KC_MIN = 64
 
 _SOURCES = {"LSTM": "lstm_persistent.cu", "GRU": "gru_persistent.cu",
             "RNN_TANH": "rnn_persistent.cu", "RNN_RELU": "rnn_persistent.cu"}
+# Compiled with enable_cooperative_groups=True (see compiled): the compile test builds these the
+# way older CuPy does too (relocatable device code).
+COOPERATIVE_SOURCES = frozenset(_SOURCES.values())
 _DEFINES = {"LSTM": (), "GRU": (), "RNN_TANH": ("-DFUSEDRNN_RELU=0",),
             "RNN_RELU": ("-DFUSEDRNN_RELU=1",)}
 _GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
@@ -155,9 +160,10 @@ def plan(mode, H, B, D, dtype, backward, sms, smem_limit):
         nw = G * bhs if not backward else bhs
     K = H if not backward else G * H
     kp = _round_up(K, TILE)
-    base = Layout(K, nw, 0, B, esize)
-    room = smem_limit - base.bytes            # what is left for the A chunk (kc = 0 above)
-    kc = min(kp, (room // (_round_up(B, TILE) * esize) - base.pad) // TILE * TILE)
+    # Bytes left for the A chunk's kc columns: base (kc = 0) already holds everything else,
+    # the chunk's 16-byte row padding included.
+    room = smem_limit - Layout(K, nw, 0, B, esize).bytes
+    kc = min(kp, room // (_round_up(B, TILE) * esize) // TILE * TILE)
     while kc > 0 and Layout(K, nw, kc, B, esize).bytes > smem_limit:     # 128-byte rounding
         kc -= TILE
     if kc < min(kp, KC_MIN):
@@ -208,27 +214,78 @@ def device_limits(device):
     return props.multi_processor_count, int(smem)
 
 
-def compiled(mode, backward, dtype):
-    """The compiled cooperative kernel of ``mode``'s forward or backward for ``dtype``."""
+def compiled(mode, backward, dtype, device=None):
+    """The compiled cooperative kernel of ``mode``'s forward or backward for ``dtype``, loaded
+    on ``device``."""
     name = f"{_PREFIX[mode]}_persistent_{'bwd' if backward else 'fwd'}"
-    return loader.get_function(_SOURCES[mode], name, dtype, _DEFINES[mode], cooperative=True)
+    return loader.get_function(_SOURCES[mode], name, dtype, _DEFINES[mode], cooperative=True,
+                               device=device)
+
+
+def resident_blocks(fn, smem, device):
+    """How many blocks of ``fn`` with ``smem`` bytes of dynamic shared memory can be resident at
+    once on ``device``, after raising the kernel's dynamic shared-memory cap to ``smem`` (the
+    occupancy query counts none above the cap, and the launch needs it raised anyway)."""
+    cupy = loader.require_cupy(BACKEND)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    with cupy.cuda.Device(index):
+        if fn.raw.max_dynamic_shared_size_bytes < smem:
+            fn.raw.max_dynamic_shared_size_bytes = smem
+    return loader.max_cooperative_blocks(fn, (THREADS,), smem, device)
+
+
+def _residency_problem(fn, blocks, smem, capacity):
+    if blocks <= capacity:
+        return None
+    return (f"{fn.name} needs {blocks} co-resident blocks of {THREADS} threads and {smem} bytes "
+            f"of shared memory, but this GPU holds {capacity} (fewer SMs available, e.g. under "
+            f"MPS, or a smaller hidden size or batch is needed)")
+
+
+def residency_reason(mode, H, B, D, dtype, device, backward=True):
+    """Why the cooperative grid of the layer's forward (and, with ``backward``, backward) kernel
+    cannot be resident all at once on ``device``, or None. ``plan`` gives one block per SM, so
+    this fires only where fewer blocks fit than the SM count says (MPS limits, other kernels'
+    reservations). Compiles the kernels (cached)."""
+    sms, smem_limit = device_limits(device)
+    for bw in (False, True) if backward else (False,):
+        p = plan(mode, H, B, D, dtype, bw, sms, smem_limit)
+        if isinstance(p, str):
+            return p
+        fn = compiled(mode, bw, dtype, device)
+        problem = _residency_problem(fn, p.blocks * D, p.smem, resident_blocks(fn, p.smem, device))
+        if problem:
+            return problem
+    return None
 
 
 def run(fn, grid, smem, args, device):
     """Launch cooperatively after raising the kernel's dynamic shared-memory cap to ``smem`` and
     checking that the whole grid can be resident (a grid barrier over blocks that cannot all
     run would hang; the driver would refuse it with a less helpful error)."""
-    cupy = loader.require_cupy(BACKEND)
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    with cupy.cuda.Device(index):
-        if fn.raw.max_dynamic_shared_size_bytes < smem:
-            fn.raw.max_dynamic_shared_size_bytes = smem
-    capacity = loader.max_cooperative_blocks(fn, (THREADS,), smem, device)
-    if grid[0] * grid[1] > capacity:
-        raise ValueError(f"{fn.name} needs {grid[0] * grid[1]} co-resident blocks of {THREADS} "
-                         f"threads and {smem} bytes of shared memory, but this GPU holds "
-                         f"{capacity} (hidden size or batch too large for {BACKEND})")
+    problem = _residency_problem(fn, grid[0] * grid[1], smem, resident_blocks(fn, smem, device))
+    if problem:
+        raise ValueError(f"{BACKEND}: {problem}")
     loader.launch(fn, grid, (THREADS,), args, shared_mem=smem, cooperative=True)
+
+
+def kernel_smem(mode, backward, H, B, bhs, kc, dtype):
+    """The dynamic shared memory the kernel's own carve needs, from the arguments it receives:
+    ``Layout<op_t> L(H, G*bhs, kc, B)`` forward, ``L(G*H, bhs, kc, B)`` backward, as in
+    ``<cell>_persistent.cu``. The launchers compare it with the plan's before every launch: the
+    kernels ``__trap()`` on less (persistent_common.cuh ``require_smem``), which would end the
+    CUDA context, so the host refuses first."""
+    G = _GATES[mode]
+    K, nw = (G * H, bhs) if backward else (H, G * bhs)
+    return Layout(K, nw, kc, B, operand_bytes(dtype, backward)).bytes
+
+
+def _check_smem(mode, backward, H, B, p, dtype):
+    need = kernel_smem(mode, backward, H, B, p.bhs, p.kc, dtype)
+    if need != p.smem:
+        raise RuntimeError(f"{BACKEND}: the launch plan gives {p.smem} bytes of shared memory but "
+                           f"the {'backward' if backward else 'forward'} kernel's carve needs "
+                           f"{need} (plan {p}); refusing to launch a kernel that would trap")
 
 
 # --------------------------------------------------------------------------------- the launchers
@@ -283,7 +340,8 @@ def _make(mode):
         if n_steps == 0 or B == 0:
             return
         p = _plan_or_raise(mode, H, B, D, w_hh.dtype, False, xproj.device)
-        fn = compiled(mode, False, w_hh.dtype)
+        _check_smem(mode, False, H, B, p, w_hh.dtype)
+        fn = compiled(mode, False, w_hh.dtype, xproj.device)
         hbuf = _state_buffer(h0, D, B, p.layout.kp, w_hh.dtype)
         nact = torch.tensor(n_active, dtype=torch.int32, device=xproj.device)
         tail = [lens, nact] + _ints(n_steps, T, B, H, p.bhs, p.kc)
@@ -321,7 +379,8 @@ def _make(mode):
         if n_steps == 0 or B == 0:
             return out
         p = _plan_or_raise(mode, H, B, D, w_hh.dtype, True, device)
-        fn = compiled(mode, True, w_hh.dtype)
+        _check_smem(mode, True, H, B, p, w_hh.dtype)
+        fn = compiled(mode, True, w_hh.dtype, device)
         gbuf_lo, gbuf_f32 = _operand_buffers(p, D, B, w_hh.dtype, device)
         nact = torch.tensor(n_active, dtype=torch.int32, device=device)
         tail = [gbuf_lo, gbuf_f32, lens, nact] + _ints(n_steps, T, B, H, p.bhs, p.kc)

@@ -32,7 +32,7 @@ def _make(relu):
         """Forward for s = 0 … T-1, writing ``y [T, B, D*H]`` (nothing else is saved)."""
         D, B, H = h0.shape
         dtype, device = xproj.dtype, xproj.device
-        gate = loader.get_function(SOURCE, "rnn_step_fwd", dtype, defines)
+        gate = loader.get_function(SOURCE, "rnn_step_fwd", dtype, defines, device=device)
         h_state = h0.to(dtype, copy=True).contiguous()                    # [D, B, H]
         w_hh_t = w_hh.transpose(1, 2)                                     # [D, H, H]
         rec_buf = scratch(D, B, H, device)
@@ -49,7 +49,7 @@ def _make(relu):
         T = len(n_active)
         dtype, device = y.dtype, y.device
         dy, dh_n = model_dtype(dy, dh_n, dtype=dtype)
-        gate = loader.get_function(SOURCE, "rnn_step_bwd", dtype, defines)
+        gate = loader.get_function(SOURCE, "rnn_step_bwd", dtype, defines, device=device)
         dg = alloc((D, T, B, H))
         dg_state = empty((D, B, H), torch.float32, device)
         w_hh32 = w_hh.float()                                             # [D, H, H]
