@@ -17,7 +17,7 @@ import triton.language as tl
 from .gru_step import GATES, WORKSPACE_COLUMNS, gru_step_bwd, gru_step_fwd, split_biases  # noqa: F401
 from .launch_common import BB, BK, dot_mode
 from .split_common import active_rows, barrier_state, grid_barrier, launch, \
-    programs_per_direction, slice_width, split_program
+    programs_per_direction, slice_width, split_program, steps_with_rows
 
 
 @triton.jit
@@ -72,7 +72,7 @@ def forward(xproj, w_hh, b_hn, h0, c0, lens, n_active, y, ws):
     """One launch over all steps; same arguments and outputs as ``gru_step.forward``."""
     D, T, B, _ = ws.shape
     H = w_hh.shape[2]
-    n_steps = sum(1 for n in n_active if n)
+    n_steps = steps_with_rows(n_active)
     if not n_steps:
         return
     dot_fp32, precision = dot_mode(w_hh.dtype)
@@ -89,7 +89,7 @@ def backward(dy, dh_n, dc_n, w_hh, ws, y, h0, c0, lens, n_active, alloc):
     H = w_hh.shape[2]
     dgi, dgh = alloc((D, T, B, 3 * H)), alloc((D, T, B, 3 * H))
     carry = torch.zeros((D, B, H), dtype=torch.float32, device=ws.device)  # see gru_step
-    n_steps = sum(1 for n in n_active if n)
+    n_steps = steps_with_rows(n_active)
     if n_steps:
         dot_fp32, precision = dot_mode(w_hh.dtype, backward=True)
         launch(gru_persistent_split_bwd_kernel, programs_per_direction(H), D,

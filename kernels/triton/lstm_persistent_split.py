@@ -22,7 +22,7 @@ from .launch_common import BB, BK, dot_mode
 from .lstm_step import GATES, WORKSPACE_COLUMNS, lstm_proj_bwd_dh, lstm_proj_fwd, lstm_step_bwd, \
     lstm_step_fwd, split_biases  # noqa: F401  (same layouts)
 from .split_common import active_rows, barrier_state, grid_barrier, launch, \
-    programs_per_direction, slice_width, split_program
+    programs_per_direction, slice_width, split_program, steps_with_rows
 
 
 @triton.jit
@@ -91,7 +91,7 @@ def forward(xproj, w_hh, b_hh, h0, c0, lens, n_active, y, ws, w_hr=None):
     """One launch over all steps; same arguments and outputs as ``lstm_step.forward``."""
     D, T, B, _ = ws.shape
     H, Hr = w_hh.shape[1] // GATES, w_hh.shape[2]
-    n_steps = sum(1 for n in n_active if n)
+    n_steps = steps_with_rows(n_active)
     if not n_steps:
         return
     dot_fp32, precision = dot_mode(w_hh.dtype)
@@ -110,7 +110,7 @@ def backward(dy, dh_n, dc_n, w_hh, ws, y, h0, c0, lens, n_active, alloc, w_hr=No
     dg = alloc((D, T, B, 4 * H))
     dc = torch.zeros((D, B, H), dtype=torch.float32, device=ws.device)
     dh_proj = alloc((D, T, B, Hr)) if w_hr is not None else None
-    n_steps = sum(1 for n in n_active if n)
+    n_steps = steps_with_rows(n_active)
     if n_steps:
         dot_fp32, precision = dot_mode(w_hh.dtype, backward=True)
         launch(lstm_persistent_split_bwd_kernel, programs_per_direction(H, Hr), D,

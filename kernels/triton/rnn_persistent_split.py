@@ -17,7 +17,7 @@ import triton.language as tl
 from .launch_common import BB, BK, dot_mode
 from .rnn_step import GATES, WORKSPACE_COLUMNS, rnn_step_bwd, rnn_step_fwd, split_biases
 from .split_common import active_rows, barrier_state, grid_barrier, launch, \
-    programs_per_direction, slice_width, split_program
+    programs_per_direction, slice_width, split_program, steps_with_rows
 
 
 @triton.jit
@@ -64,7 +64,7 @@ def _make(relu):
         """One launch over all steps; same arguments and outputs as ``rnn_step``'s."""
         D, B, H = h0.shape
         T = len(n_active)
-        n_steps = sum(1 for n in n_active if n)
+        n_steps = steps_with_rows(n_active)
         if not n_steps:
             return
         dot_fp32, precision = dot_mode(w_hh.dtype)
@@ -79,7 +79,7 @@ def _make(relu):
         D, B, H = h0.shape
         T = len(n_active)
         dg = alloc((D, T, B, H))
-        n_steps = sum(1 for n in n_active if n)
+        n_steps = steps_with_rows(n_active)
         if n_steps:
             dot_fp32, precision = dot_mode(w_hh.dtype, backward=True)
             launch(rnn_persistent_split_bwd_kernel, programs_per_direction(H), D,

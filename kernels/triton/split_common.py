@@ -92,6 +92,12 @@ def barrier_state(D, device):
     return torch.zeros((D, 2), dtype=torch.int32, device=device)
 
 
+def steps_with_rows(n_active):
+    """How many steps run at all: ``n_active`` (rows per step) only shrinks, so its nonzero
+    prefix."""
+    return sum(1 for n in n_active if n)
+
+
 def active_rows(lens, T):
     """Rows running at each step, ``[T]`` int32 on ``lens``' device, read by the kernel at each
     step; computed there from the device lengths (``[B]``), so no blocking host-to-device copy."""
@@ -99,12 +105,22 @@ def active_rows(lens, T):
     return (lens[None, :] > steps[:, None]).sum(1, dtype=torch.int32)
 
 
+_CAPACITY = {}   # (compiled kernel hash, device index) -> co_resident_capacity
+
+
 def co_resident_capacity(compiled, device):
     """How many programs of ``compiled`` the device holds at once (registers, threads and
-    shared memory per SM; the driver's cooperative-launch limit)."""
-    props = triton.runtime.driver.active.utils.get_device_properties(device.index
-                                                                      if device.index is not None
-                                                                      else torch.cuda.current_device())
+    shared memory per SM; the driver's cooperative-launch limit). Computed once per compiled
+    kernel and device: it is asked before every launch."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    key = (compiled.hash, index)
+    if key not in _CAPACITY:
+        _CAPACITY[key] = _capacity(compiled, index)
+    return _CAPACITY[key]
+
+
+def _capacity(compiled, index):
+    props = triton.runtime.driver.active.utils.get_device_properties(index)
     compiled._init_handles()     # loads the binary: n_regs is known from then on (Triton 3.6-3.9)
     warps = compiled.metadata.num_warps
     regs_per_warp = -(-compiled.n_regs * 32 // 256) * 256      # allocated per warp in 256s
