@@ -8,7 +8,7 @@ See README.md for the backends and DESIGN.md for the architecture.
 
 from . import functional
 from . import layer_op as _layer_op  # noqa: F401  (registers torch.ops.fusedrnn.*)
-from .backend_registry import NAMES as BACKENDS
+from .backends.registry import NAMES as BACKENDS
 from .modules import GRU, LSTM, RNN, convert
 
 __version__ = "0.1.0"

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from . import backend_registry, modules
+from . import modules
+from .backends import registry as backend_registry
 from .layer_config import GATES, LayerConfig
 
 MODES = ("fwd", "bwd", "fwdbwd")

@@ -11,7 +11,8 @@ import time
 
 import torch
 
-from . import backend_registry, benchmark, demo
+from . import benchmark, demo
+from .backends import registry as backend_registry
 from .modules import LSTM
 
 

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import backend_registry, validation
+from . import validation
+from .backends import registry as backend_registry
 from .layer_config import GATES, LayerConfig
 from .layer_op import run_layer
 

@@ -24,7 +24,7 @@ and every weight; double backward is not supported.
 
 import torch
 
-from . import backend_registry
+from .backends import registry as backend_registry
 from .layer_config import LayerConfig
 
 def _config(mode, bidirectional, has_bias, has_proj):
@@ -124,7 +124,7 @@ def run_layer(cfg, backend, x, lengths, h0, c0, weights):
     ``_VF`` directly (no recompute); everything else goes through the op.
     """
     if backend == "torch" and not torch.compiler.is_compiling():
-        from .backend_torch import run
+        from .backends.torch_native import run
         return run(cfg, x, lengths, h0, c0, weights)
     y, h_n, c_n, _ = torch.ops.fusedrnn.layer_forward(
         x, lengths, h0, c0, list(weights), cfg.mode, backend, cfg.bidirectional, cfg.has_bias,

@@ -10,7 +10,8 @@ to trace any instance of those (``allow_rnn``), and fusedrnn modules must compil
 import torch
 from torch import nn
 
-from . import backend_registry, functional
+from . import functional
+from .backends import registry as backend_registry
 from .layer_config import LayerConfig
 
 

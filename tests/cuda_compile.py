@@ -19,7 +19,7 @@ builds them, as relocatable device code (``rdc=True``: NVRTC ``--device-c``, nvc
 **Per-file variants.** A ``.cu`` file whose kernels need defines names its variants on its first
 line; variants are separated by ``|``, each is a space-separated list of flags::
 
-    // fusedrnn-compile: -DRNN_RELU=0 | -DRNN_RELU=1
+    // fusedrnn-compile: -DFUSEDRNN_RELU=0 | -DFUSEDRNN_RELU=1
     // fusedrnn-compile: -DCELL=0 -DPROJ=0 | -DCELL=0 -DPROJ=1 | -DCELL=1
 
 Without that line a file is compiled once per dtype with no extra defines. Every kernel a file

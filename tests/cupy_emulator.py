@@ -234,7 +234,7 @@ def gru_step_bwd(fn, a):
 
 
 def _relu(fn):
-    flags = [f for f in fn.defines if f.startswith("-DRNN_RELU=")]
+    flags = [f for f in fn.defines if f.startswith("-DFUSEDRNN_RELU=")]
     assert len(flags) == 1, fn.defines
     return flags[0].endswith("=1")
 

@@ -10,7 +10,7 @@ import numpy
 import pytest
 import torch
 
-from fusedrnn.backend_cupy_step import CupyStepBackend
+from fusedrnn.backends.cupy_step import CupyStepBackend
 from fusedrnn.kernels.cuda import loader
 from fusedrnn.layer_config import LayerConfig
 
@@ -70,7 +70,7 @@ def test_importing_fusedrnn_and_other_backends_never_import_cupy():
     code = """
 import sys, torch
 import fusedrnn
-from fusedrnn import backend_cupy_step
+from fusedrnn.backends import cupy_step as backend_cupy_step
 from fusedrnn.kernels.cuda import loader, step_launch, lstm_step, gru_step, rnn_step
 for backend in ("torch", "reference"):
     out, _ = fusedrnn.LSTM(3, 4, backend=backend)(torch.randn(2, 1, 3))
@@ -293,7 +293,7 @@ def test_a_missing_header_names_the_install(fake_cupy, log, hint):
 def test_the_toolkit_include_is_added_to_the_compile_options(fake_cupy, monkeypatch, tmp_path):
     home = _with_headers(tmp_path / "home")
     monkeypatch.setenv("CUDA_HOME", home)
-    loader.get_function("rnn_step.cu", "rnn_step_fwd", torch.float16, ("-DRNN_RELU=1",), device=0)
+    loader.get_function("rnn_step.cu", "rnn_step_fwd", torch.float16, ("-DFUSEDRNN_RELU=1",), device=0)
     options, _ = fake_cupy.modules[0]
-    assert options == (*loader.compile_options(torch.float16, ("-DRNN_RELU=1",)),
+    assert options == (*loader.compile_options(torch.float16, ("-DFUSEDRNN_RELU=1",)),
                        f"-I{Path(home, 'include')}")

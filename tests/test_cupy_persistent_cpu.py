@@ -29,8 +29,9 @@ import torch
 import conftest
 import fusedrnn
 from cases import compare_to_reference
-from fusedrnn import backend_cupy_persistent, backend_registry
-from fusedrnn.backend_cupy_persistent import CupyPersistentBackend
+from fusedrnn.backends import cupy_persistent as backend_cupy_persistent
+from fusedrnn.backends import registry as backend_registry
+from fusedrnn.backends.cupy_persistent import CupyPersistentBackend
 from fusedrnn.kernels.cuda import loader
 from fusedrnn.kernels.cuda import persistent_launch as pl
 from fusedrnn.layer_config import LayerConfig

@@ -18,9 +18,9 @@ import cupy_emulator
 import cupy_gpu
 from cases import CELLS, compare_to_reference
 from conftest import assert_rel_close
-from fusedrnn import backend_registry
-from fusedrnn.backend_cupy_step import CupyStepBackend
-from fusedrnn.backend_reference import ReferenceBackend
+from fusedrnn.backends import registry as backend_registry
+from fusedrnn.backends.cupy_step import CupyStepBackend
+from fusedrnn.backends.reference import ReferenceBackend
 from fusedrnn.kernels.cuda import gru_step, lstm_step, loader, rnn_step, step_launch
 from fusedrnn.layer_config import LayerConfig
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fusedrnn.backend_torch import run as torch_layer
+from fusedrnn.backends.torch_native import run as torch_layer
 from fusedrnn.layer_config import LayerConfig
 from conftest import assert_rel_close
 
@@ -47,7 +47,7 @@ def test_op_matches_direct_torch_layer(backend, cfg, with_lengths):
         return torch.autograd.grad(outs, leaves, cot)
 
     if backend == "torch" and with_lengths:
-        # Only reached under torch.compile (eager "torch" bypasses the op); see backend_torch.
+        # Only reached under torch.compile (eager "torch" bypasses the op); see backends/torch_native.py.
         with pytest.raises(NotImplementedError, match="variable-length"):
             torch.ops.fusedrnn.layer_forward(x, lengths, h0, c0, weights, cfg.mode, backend,
                                              cfg.bidirectional, cfg.has_bias, cfg.has_proj)

@@ -16,7 +16,7 @@ from cases import (CELLS, FORMS, compare_to_reference, make_inputs, outputs_and_
                    random_config, twin_modules)
 from conftest import rel_err
 from fusedrnn.kernels.triton import gru_persistent, lstm_persistent, rnn_persistent
-from fusedrnn import backend_triton_persistent
+from fusedrnn.backends import triton_persistent as backend_triton_persistent
 from fusedrnn.kernels.triton import split_common
 from fusedrnn.kernels.triton.persistent_common import dot_key
 from conftest import assert_rel_close

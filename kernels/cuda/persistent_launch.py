@@ -1,6 +1,6 @@
 """Launchers of the ``cupy-persistent`` kernels (``<cell>_persistent.cu``): the launch plan (units
 per block, staged chunk, shared memory), the size limits, and one kernel module per cell with
-the interface ``fusedrnn.backend_triton_step.TritonStepBackend`` drives (``GATES``,
+the interface ``fusedrnn.backends.triton_step.TritonStepBackend`` drives (``GATES``,
 ``WORKSPACE_COLUMNS``, ``split_biases``, ``forward``, ``backward``; layouts and outputs exactly
 those of ``fusedrnn.kernels.triton.<cell>_step``).
 

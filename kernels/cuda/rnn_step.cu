@@ -1,6 +1,6 @@
-// fusedrnn-compile: -DRNN_RELU=0 | -DRNN_RELU=1
+// fusedrnn-compile: -DFUSEDRNN_RELU=0 | -DFUSEDRNN_RELU=1
 // Elman RNN (tanh or relu), cupy-step family: the per-timestep pointwise kernels. The
-// activation is a compile-time choice: -DRNN_RELU=1 relu, -DRNN_RELU=0 tanh (first line above:
+// activation is a compile-time choice: -DFUSEDRNN_RELU=1 relu, =0 tanh (first line above:
 // the variants tests/cuda_compile.py compiles). The recurrent products are cuBLAS GEMMs issued
 // by the launcher (kernels/cuda/rnn_step.py) on the same stream, between launches.
 //
@@ -12,9 +12,12 @@
 
 #include "common.cuh"
 
-#ifndef RNN_RELU
-#error "compile with -DRNN_RELU=0 (tanh) or -DRNN_RELU=1 (relu)"
+#ifndef FUSEDRNN_RELU
+#error "compile with -DFUSEDRNN_RELU=0 (tanh) or 1 (relu)"
 #endif
+
+// The same name as the Triton kernels' RELU constexpr and rnn_persistent.cu's.
+constexpr bool RELU = FUSEDRNN_RELU != 0;
 
 // Forward of step s: h = act(xproj + rec) (xproj holds both biases); h_state ← h, y[t, b, d] ← h.
 extern "C" __global__ void rnn_step_fwd(
@@ -31,7 +34,7 @@ extern "C" __global__ void rnn_step_fwd(
     const long long t = step_time(d, s, lens[b]);
     const long long o_y = (t * B + b) * ((long long)D * H) + (long long)d * H + j;
     const float a = rec[((long long)d * n + b) * H + j] + to_float(xproj[o_y]);
-    const scalar_t h = from_float(rnn_activation(a, RNN_RELU));
+    const scalar_t h = from_float(rnn_activation(a, RELU));
     h_state[((long long)d * B + b) * H + j] = h;
     y[o_y] = h;
 }
@@ -59,7 +62,7 @@ extern "C" __global__ void rnn_step_bwd(
     const long long o_y = (t * B + b) * ((long long)D * H) + (long long)d * H + j;
     const float dh = to_float(dy[o_y]) +
                      (last ? to_float(dh_n[o_state]) : rec[((long long)d * rec_rows + b) * H + j]);
-    const float g = dh * rnn_activation_grad(to_float(y[o_y]), RNN_RELU);
+    const float g = dh * rnn_activation_grad(to_float(y[o_y]), RELU);
     dg[(((long long)d * T + t) * B + b) * H + j] = g;
     dg_state[o_state] = g;
 }

@@ -26,7 +26,7 @@ def split_biases(dirs, H):
 
 
 def _make(relu):
-    defines = (f"-DRNN_RELU={int(relu)}",)
+    defines = (f"-DFUSEDRNN_RELU={int(relu)}",)
 
     def forward(xproj, w_hh, b_hh, h0, c0, lens, n_active, y, ws):
         """Forward for s = 0 … T-1, writing ``y [T, B, D*H]`` (nothing else is saved)."""

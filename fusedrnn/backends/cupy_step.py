@@ -26,13 +26,13 @@ import importlib.util
 
 import torch
 
-from .backend_triton_step import TritonStepBackend
+from .triton_step import TritonStepBackend
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _step_modules(mode):
-    from .kernels.cuda import gru_step, lstm_step, rnn_step
+    from ..kernels.cuda import gru_step, lstm_step, rnn_step
 
     return {"LSTM": lstm_step, "GRU": gru_step, "RNN_TANH": rnn_step.TANH,
             "RNN_RELU": rnn_step.RELU}[mode]
@@ -42,7 +42,7 @@ class CupyStepBackend(TritonStepBackend):
     name = "cupy-step"
 
     def _kernels(self, mode):
-        from .kernels.cuda.loader import require_cupy
+        from ..kernels.cuda.loader import require_cupy
 
         require_cupy(self.name)             # ImportError with the install hint, naming us
         return _step_modules(mode)
@@ -61,7 +61,7 @@ class CupyStepBackend(TritonStepBackend):
         if x.dtype not in _SUPPORTED_DTYPES:
             return f"dtype {x.dtype} is not supported (float32, float16, bfloat16)"
         if importlib.util.find_spec("cupy") is None:     # finds, does not import
-            from .kernels.cuda.loader import INSTALL_HINT
+            from ..kernels.cuda.loader import INSTALL_HINT
             return f"CuPy is not installed; install it with: {INSTALL_HINT}"
         # Sizes reach the kernels as 32-bit ``int`` parameters (every offset built from them is
         # int64 inside); the grid covers n*H elements per direction with 64-bit indices.

@@ -19,15 +19,15 @@ With an LSTM projection the per-step ∂L/∂h is kept too, for ``dW_hr = Σ dh�
 
 import torch
 
-from .allocation import new_empty
-from .layer_config import GATES
+from ..allocation import new_empty
+from ..layer_config import GATES
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _step_kernels(mode):
     # Imported on first use: the Triton modules must be imported after TRITON_INTERPRET is set.
-    from .kernels.triton import gru_step, lstm_step, rnn_step
+    from ..kernels.triton import gru_step, lstm_step, rnn_step
 
     return {"LSTM": lstm_step, "GRU": gru_step, "RNN_TANH": rnn_step.TANH, "RNN_RELU": rnn_step.RELU}[mode]
 
@@ -68,7 +68,7 @@ class TritonStepBackend:
         return _step_kernels(mode)
 
     def unsupported_reason(self, cfg, x, weights):
-        from .kernels.triton.launch_common import interpreting
+        from ..kernels.triton.launch_common import interpreting
 
         if x.device.type != "cuda" and not interpreting():
             return "it needs CUDA tensors (CPU tensors only under TRITON_INTERPRET=1)"

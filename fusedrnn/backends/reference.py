@@ -9,8 +9,8 @@ workspace is empty.
 import numpy as np
 import torch
 
-from . import reference
-from .allocation import new_empty
+from .. import reference
+from ..allocation import new_empty
 
 
 def _np(t):

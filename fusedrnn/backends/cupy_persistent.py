@@ -27,7 +27,7 @@ import importlib.util
 
 import torch
 
-from .backend_triton_step import TritonStepBackend
+from .triton_step import TritonStepBackend
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -38,7 +38,7 @@ def _cupy_missing():
 
 def _launch():
     # Imported on first use, like the other kernel families (no CuPy import at fusedrnn import).
-    from .kernels.cuda import persistent_launch
+    from ..kernels.cuda import persistent_launch
 
     return persistent_launch
 
@@ -56,7 +56,7 @@ class CupyPersistentBackend(TritonStepBackend):
             return f"dtype {x.dtype} is not supported (float32, float16, bfloat16)"
         if cfg.has_proj:
             return "LSTM projections (proj_size > 0) have no persistent CUDA kernel"
-        from .kernels.cuda import loader
+        from ..kernels.cuda import loader
 
         if _cupy_missing():
             return f"CuPy is not installed; install it with: {loader.INSTALL_HINT}"

@@ -18,12 +18,12 @@ from types import SimpleNamespace
 
 import torch
 
-from .backend_triton_step import TritonStepBackend
+from .triton_step import TritonStepBackend
 
 
 def _forms(mode):
     # Imported on first use: the Triton modules must be imported after TRITON_INTERPRET is set.
-    from .kernels.triton import (gru_persistent, gru_persistent_split, lstm_persistent,
+    from ..kernels.triton import (gru_persistent, gru_persistent_split, lstm_persistent,
                                  lstm_persistent_split, rnn_persistent, rnn_persistent_split)
 
     return {"LSTM": (lstm_persistent, lstm_persistent_split),
@@ -34,7 +34,7 @@ def _forms(mode):
 
 def batch_tiled_fits(mode, H, dtype, has_proj):
     """Whether the batch-tiled form runs this layer (else the hidden-split form does)."""
-    from .kernels.triton.persistent_common import dot_key
+    from ..kernels.triton.persistent_common import dot_key
 
     tiled, _ = _forms(mode)
     return not has_proj and H <= tiled.MAX_HIDDEN[dot_key(dtype)]
@@ -80,7 +80,7 @@ class TritonPersistentBackend(TritonStepBackend):
 
 def split_form_limit_reason(H, Hr, directions, sms):
     """Why the hidden-split form cannot run this width on a GPU with ``sms`` SMs, or None."""
-    from .kernels.triton.split_common import SLICE_WIDTH
+    from ..kernels.triton.split_common import SLICE_WIDTH
 
     width = max(H, Hr)
     programs = -(-width // SLICE_WIDTH) * directions

@@ -9,12 +9,12 @@ Every backend implements the one-layer contract (see :mod:`fusedrnn.layer_op`):
 * ``workspace_spec(cfg, x, hidden_size) -> (shape, dtype)``: what forward saves for backward.
 """
 
-from .backend_cupy_persistent import CupyPersistentBackend
-from .backend_cupy_step import CupyStepBackend
-from .backend_reference import ReferenceBackend
-from .backend_torch import TorchBackend
-from .backend_triton_persistent import TritonPersistentBackend
-from .backend_triton_step import TritonStepBackend
+from .cupy_persistent import CupyPersistentBackend
+from .cupy_step import CupyStepBackend
+from .reference import ReferenceBackend
+from .torch_native import TorchBackend
+from .triton_persistent import TritonPersistentBackend
+from .triton_step import TritonStepBackend
 
 AVAILABLE = {b.name: b for b in (ReferenceBackend(), TorchBackend(), TritonStepBackend(),
                                  TritonPersistentBackend(), CupyPersistentBackend(),
@@ -31,7 +31,7 @@ def check_name(name):
         raise ValueError(f"unknown backend {name!r}; choose from "
                          f"{', '.join(repr(n) for n in NAMES)}")
     if name in NEEDS_CUPY:
-        from .kernels.cuda.loader import require_cupy
+        from ..kernels.cuda.loader import require_cupy
 
         require_cupy(name)
 
