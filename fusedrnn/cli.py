@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from . import benchmark, demo
+from . import benchmark, demo, gpucheck
 from .backends import registry as backend_registry
 from .modules import LSTM
 
@@ -64,5 +64,9 @@ def main(argv=None):
     b = sub.add_parser("bench", help="run the throughput grid: table, JSON and plot")
     benchmark.add_arguments(b)
     b.set_defaults(run=benchmark.run)
+    g = sub.add_parser("gpucheck", help="one device call: environment, floors, compile, "
+                       "correctness of every fused backend, timing against torch.nn")
+    gpucheck.add_arguments(g)
+    g.set_defaults(run=gpucheck.run)
     args = parser.parse_args(argv)
     return args.run(args)

@@ -34,7 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fusedrnn.kernels.cuda import loader, persistent_launch
+from fusedrnn.kernels.cuda import loader, persistent_launch, probe
 
 ARCH = 90                                   # H100 / H200, the project's target GPUs
 DTYPES = {0: "fp32", 1: "fp16", 2: "bf16"}
@@ -63,7 +63,7 @@ def variants(path):
 
 def cooperative(path):
     """Whether the loader compiles ``path`` with ``enable_cooperative_groups=True``."""
-    return Path(path).name in persistent_launch.COOPERATIVE_SOURCES
+    return Path(path).name in persistent_launch.COOPERATIVE_SOURCES | probe.COOPERATIVE_SOURCES
 
 
 def cupy_options(dtype, defines=(), compiler="nvcc", rdc=False):

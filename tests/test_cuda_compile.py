@@ -53,9 +53,10 @@ def _check_compiles(path, defines, dtype, rdc):
 
 
 def test_the_cooperative_sources_are_the_grid_synchronising_ones():
-    """Every source that reaches the grid barrier (persistent_common.cuh) is compiled
-    cooperatively, and only those."""
-    syncing = {p.name for p in SOURCES if '#include "persistent_common.cuh"' in p.read_text()}
+    """Every source that reaches a grid barrier (persistent_common.cuh, or cooperative_groups'
+    grid.sync() directly, as the GPU check's probe) is compiled cooperatively, and only those."""
+    syncing = {p.name for p in SOURCES if '#include "persistent_common.cuh"' in p.read_text()
+               or "grid.sync()" in p.read_text()}
     assert syncing and syncing == {p.name for p in SOURCES if cuda_compile.cooperative(p)}
 
 

@@ -24,10 +24,8 @@ BACKEND = "cupy-persistent"
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 MODE = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# relu in bf16: a pre-activation within bf16 rounding of 0 flips relu' between kernel and
-# oracle and moves a whole dh element; see test_cupy_persistent_cpu.RELU_BF16_TOLERANCE
-# (torch's own bf16 RNN reaches 8e-2 on small cases).
-RELU_BF16_TOLERANCE = 0.2
+# relu in bf16: see fusedrnn.tolerances.RELU_BF16_TOLERANCE (and test_cupy_persistent_cpu).
+from fusedrnn.tolerances import RELU_BF16_TOLERANCE  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -142,7 +142,8 @@ def parse_signatures(source):
 SCALAR_TYPES = {"int": numpy.int32, "unsigned int": numpy.uint32, "long long": numpy.int64,
                 "unsigned long long": numpy.uint64, "float": numpy.float32, "bool": numpy.bool_}
 # Pointer element types whose torch dtype does not depend on the compiled dtype.
-POINTER_DTYPES = {"float": torch.float32, "int": torch.int32, "long long": torch.int64}
+POINTER_DTYPES = {"float": torch.float32, "int": torch.int32, "long long": torch.int64,
+                  "__nv_bfloat16": torch.bfloat16}
 
 
 def check_args(kernel_name, params, args, dtype):

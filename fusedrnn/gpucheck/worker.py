@@ -1,0 +1,95 @@
+"""A GPU-check worker process: ``python -m fusedrnn.gpucheck.worker`` runs the items it reads
+from standard input (one JSON object a line) in order, and reports on standard output, each
+line prefixed with ``MARK`` so library prints cannot be mistaken for it:
+
+    @@gpucheck {"event": "start", "id": ...}          before an item
+    @@gpucheck {"event": "end", "record": {...}}      after it (the record to journal)
+
+The orchestrator enforces each item's time limit from the ``start`` line: a hang or a crash
+costs that item only, and the rest of the group goes to a fresh worker. After an error on a
+GPU the worker exits, since a CUDA error (an illegal address) poisons the whole context.
+"""
+
+import json
+import os
+import sys
+import time
+import traceback
+
+MARK = "@@gpucheck "
+
+
+def _emit(event):
+    sys.stdout.write(MARK + json.dumps(event, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _dispatch(item, device):
+    from . import checks, env, floors, timing
+
+    phase, kind = item["phase"], item["kind"]
+    if phase == "env":
+        return env.run(item, device)
+    if phase == "floors":
+        return "pass", floors.run(item, device)
+    if kind == "aot_sm90":
+        return aot_compile(item)
+    if kind == "timing":
+        return timing.run(item, device)
+    return checks.KINDS[kind](item, device)
+
+
+def aot_compile(item):
+    """Phase c without a GPU: every Triton specialization compiled to sm_90 in parallel."""
+    from .records import Skip
+
+    try:
+        from ..kernels.triton import aot_compile as aot
+    except ImportError as exc:
+        raise Skip(f"no ahead-of-time compile module ({exc})") from exc
+    from ..benchmark import DTYPES
+
+    specs = aot.specializations([DTYPES[d] for d in item["dtypes"]])
+    jobs = os.cpu_count() or 1
+    t0 = time.perf_counter()
+    results = aot.compile_all(specs, jobs)
+    seconds = time.perf_counter() - t0
+    spills = [r["name"] for r in results if r.get("stack_bytes")]
+    return "pass", dict(compiles=len(results), jobs=jobs, wall_s=round(seconds, 1),
+                        max_registers=max((r.get("registers") or 0 for r in results), default=0),
+                        spilling=spills)
+
+
+def main():
+    import torch
+
+    from .. import allocation
+    from .records import Skip, record
+
+    allocation.POISON = True      # every library output starts as NaN: unwritten elements fail
+    device = torch.device(os.environ.get("FUSEDRNN_GPUCHECK_DEVICE", "cpu"))
+    items = [json.loads(line) for line in sys.stdin if line.strip()]
+    for item in items:
+        if time.time() > item["start_by"]:
+            _emit({"event": "end", "record": record(item, "skip", "budget: the phase's share "
+                                                    "of --budget-s was spent", 0)})
+            continue
+        _emit({"event": "start", "id": item["id"]})
+        t0 = time.perf_counter()
+        fatal = False
+        try:
+            status, detail = _dispatch(item, device)
+        except Skip as exc:
+            status, detail = "skip", str(exc)
+        except Exception as exc:
+            status = "error"
+            detail = f"{type(exc).__name__}: {exc}"[:1500] + "\n" + traceback.format_exc()[-1500:]
+            fatal = device.type == "cuda"
+        _emit({"event": "end", "record": record(item, status, detail, time.perf_counter() - t0,
+                                                pid=os.getpid())})
+        if fatal:
+            sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()
