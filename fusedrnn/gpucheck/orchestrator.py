@@ -60,9 +60,6 @@ class Orchestrator:
             return [it for it in items if done.get(it["id"]) in FAILED]
         return [it for it in items if it["id"] not in done]
 
-    def _phase_deadline(self, phase):
-        return self.t0 + plan.PHASE_END[phase] * self.budget_s
-
     def _end_of_budget(self):
         return self.t0 + self.budget_s
 
@@ -86,24 +83,27 @@ class Orchestrator:
 
     def run(self):
         for phase in self.phases:
-            items = plan.items_for(phase, self.dry_run, peaks=self._peaks())
-            items = list(OrderedDict((it["id"], it) for it in items).values())    # dedupe
-            items = self._selected(items)
-            start_by = self._phase_deadline(phase)
-            for it in items:
-                it["start_by"] = start_by
-            width = max(1, min(PARALLEL[phase], self.jobs))
-            slots = _slots(items, width)
-            self.log(f"[{time.time() - self.t0:6.1f}s] phase {phase}: {len(items)} items in "
-                     f"{len(slots)} worker(s)")
-            with ThreadPoolExecutor(max_workers=width) as pool:
-                list(pool.map(lambda job: self._run_slot(*job, phase=phase), enumerate(slots)))
-            report.write(self.out, load(self.journal_path))
+            self.run_phase(phase, plan.items_for(phase, self.dry_run, peaks=self._peaks()))
         return latest(load(self.journal_path))
+
+    def run_phase(self, phase, items):
+        """Run one phase's ``items`` (after ``--resume`` selection) and rewrite the summary."""
+        items = list(OrderedDict((it["id"], it) for it in items).values())    # dedupe
+        items = self._selected(items)
+        start_by = self.t0 + plan.PHASE_END.get(phase, 1.0) * self.budget_s
+        for it in items:
+            it["start_by"] = start_by
+        width = max(1, min(PARALLEL.get(phase, 2), self.jobs))
+        slots = _slots(items, width)
+        self.log(f"[{time.time() - self.t0:6.1f}s] phase {phase}: {len(items)} items in "
+                 f"{len(slots)} worker(s)")
+        with ThreadPoolExecutor(max_workers=width) as pool:
+            list(pool.map(lambda job: self._run_slot(*job, phase=phase), enumerate(slots)))
+        report.write(self.out, load(self.journal_path))
 
     def _env(self, phase, items):
         env = dict(os.environ, PYTHONUNBUFFERED="1", FUSEDRNN_GPUCHECK_DEVICE=self.device)
-        threads = max(1, self.jobs // max(1, PARALLEL[phase]))
+        threads = max(1, self.jobs // PARALLEL.get(phase, 2))
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         if self.dry_run and not any(it["kind"] == "aot_sm90" for it in items):
             env["TRITON_INTERPRET"] = "1"
@@ -111,7 +111,7 @@ class Orchestrator:
             env.pop("TRITON_INTERPRET", None)
         return env
 
-    def _run_slot(self, slot, items, phase=None):
+    def _run_slot(self, slot, items, phase):
         pending = list(items)
         while pending:
             if time.time() > self._end_of_budget():

@@ -28,6 +28,8 @@ def _dispatch(item, device):
     from . import checks, env, floors, timing
 
     phase, kind = item["phase"], item["kind"]
+    if phase == "selftest":
+        return selftest(item)
     if phase == "env":
         return env.run(item, device)
     if phase == "floors":
@@ -37,6 +39,19 @@ def _dispatch(item, device):
     if kind == "timing":
         return timing.run(item, device)
     return checks.KINDS[kind](item, device)
+
+
+def selftest(item):
+    """Items that misbehave on purpose, so tests/test_gpucheck.py can show that a hang or a
+    crash costs only its own item: ``sleep`` (``seconds``), ``exit`` (``code``, no record),
+    ``raise``."""
+    if item["kind"] == "sleep":
+        time.sleep(item["seconds"])
+        return "pass", {"slept": item["seconds"]}
+    if item["kind"] == "exit":
+        sys.stdout.flush()
+        os._exit(item["code"])
+    raise RuntimeError("selftest: raised on purpose")
 
 
 def aot_compile(item):

@@ -1,0 +1,132 @@
+"""``python -m fusedrnn gpucheck``: the orchestration (hangs, crashes, budget, resume) with
+items that misbehave on purpose, and the real dry run on the CPU, which must pass every Triton
+backend × cell item (a script that has never run is the likeliest way to waste a GPU session)."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fusedrnn import benchmark
+from fusedrnn.gpucheck import plan, report
+from fusedrnn.gpucheck.orchestrator import Orchestrator
+from fusedrnn.gpucheck.records import latest, load
+
+FIELDS = {"phase", "backend", "cell", "dtype", "bidirectional", "packed", "shape", "status",
+          "detail", "seconds"}
+
+
+def _selftest(kind, n, limit_s=30, **extra):
+    return dict(id=f"selftest/{kind}/{n}", phase="selftest", kind=kind, backend=None, cell=None,
+                dtype=None, bidirectional=False, packed=False, shape={}, limit_s=limit_s,
+                group="g", **extra)
+
+
+def _orchestrator(tmp_path, budget_s=120, **kw):
+    return Orchestrator(tmp_path, budget_s, dry_run=True, phases=[], log=lambda msg: None, **kw)
+
+
+def test_a_hang_or_a_crash_costs_only_its_own_item(tmp_path):
+    items = [_selftest("sleep", 0, seconds=0), _selftest("sleep", 1, limit_s=2, seconds=60),
+             _selftest("sleep", 2, seconds=0), _selftest("exit", 3, code=139),
+             _selftest("raise", 4), _selftest("sleep", 5, seconds=0)]
+    t0 = time.time()
+    _orchestrator(tmp_path).run_phase("selftest", items)
+    recs = {r["id"]: r for r in load(tmp_path / "gpucheck.jsonl")}
+    assert time.time() - t0 < 50, "the hung item was not killed at its limit"
+    status = [recs[it["id"]]["status"] for it in items]
+    assert status == ["pass", "hang", "pass", "error", "error", "pass"], status
+    assert "code 139" in recs["selftest/exit/3"]["detail"]
+    assert "raised on purpose" in recs["selftest/raise/4"]["detail"]
+    for r in recs.values():
+        assert FIELDS <= set(r), set(r) ^ FIELDS
+
+
+def test_items_past_the_budget_are_recorded_as_skipped(tmp_path):
+    items = [_selftest("sleep", 0, seconds=3), _selftest("sleep", 1, seconds=0)]
+    orch = _orchestrator(tmp_path, budget_s=1)
+    orch.run_phase("selftest", items)
+    recs = {r["id"]: r for r in load(tmp_path / "gpucheck.jsonl")}
+    assert recs["selftest/sleep/1"]["status"] == "skip"
+    assert "budget" in recs["selftest/sleep/1"]["detail"]
+
+
+def test_resume_skips_what_is_recorded_and_only_failed_reruns_the_failures(tmp_path):
+    items = [_selftest("sleep", 0, seconds=0), _selftest("raise", 1)]
+    first = tmp_path / "first"
+    _orchestrator(first).run_phase("selftest", items)
+    second = tmp_path / "second"
+    _orchestrator(second, resume=first / "gpucheck.jsonl").run_phase("selftest", items)
+    assert len(load(second / "gpucheck.jsonl")) == 2        # the old lines, nothing rerun
+    third = tmp_path / "third"
+    _orchestrator(third, resume=first / "gpucheck.jsonl", only_failed=True).run_phase(
+        "selftest", items)
+    recs = load(third / "gpucheck.jsonl")
+    assert [r["id"] for r in recs] == ["selftest/sleep/0", "selftest/raise/1", "selftest/raise/1"]
+    assert latest(recs)[1]["status"] == "error"
+
+
+def test_the_plan_covers_the_matrix_the_issue_asks_for():
+    items = plan.items_for("correctness", dry_run=False)
+    parity = [it for it in items if it["kind"] == "parity"]
+    # 5 cells x 3 dtypes x 2 directions x 2 forms x 4 backends, less cupy-persistent's projection
+    assert len(parity) == 5 * 3 * 2 * 2 * 4 - 3 * 2 * 2
+    assert {it["shape"]["T"] for it in parity} == {64} and len({it["id"] for it in items}) == len(items)
+    limits = [it for it in items if it["kind"] == "limit"]
+    assert {(it["form"], it["at"]) for it in limits} == {
+        (f, a) for f in ("batch_tiled", "split", "cupy") for a in ("limit", "past")}
+    assert {it["backend"] for it in items if it["kind"] == "determinism"} == set(plan.FUSED)
+    assert "auto" in {it["backend"] for it in items if it["kind"] == "eval_backward"}
+    timing = plan.items_for("timing", dry_run=False)
+    cases = {(it["cell"], it["shape"]["B"], it["shape"]["T"], it["shape"]["H"], it["packed"],
+              tuple(it["modes"])) for it in timing}
+    assert ("lstm", 16, 1024, 768, False, ("fwd", "fwdbwd")) in cases
+    assert ("gru", 64, 1024, 768, True, ("fwdbwd",)) in cases
+    assert ("lstm", 256, 256, 1024, False, ("fwdbwd",)) in cases
+    assert {("lstm", 1, 1024, H, False, ("fwd",)) for H in (256, 768)} <= cases
+    # every timing item's provider list starts with torch.nn, the ratios' baseline
+    assert timing[0]["provider"] == "torch.nn"
+
+
+def test_dry_run_passes_every_triton_backend_and_cell(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "fusedrnn", "gpucheck", "--dry-run", "--out",
+                           str(out), "--budget-s", "600", "--phases", "env", "floors",
+                           "correctness", "timing"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    recs = latest(load(out / "gpucheck.jsonl"))
+    parity = [r for r in recs if r["kind"] == "parity" and r["backend"] in plan.TRITON]
+    assert len(parity) == 2 * 5 * 3 * 2 * 2
+    assert {r["cell"] for r in parity} == set(plan.CELLS)
+    bad = [(r["id"], r["detail"]) for r in parity if r["status"] != "pass"]
+    assert not bad, bad
+    for r in parity:           # every output and gradient was compared
+        assert {"output", "h_n", "input", "h0"} <= set(r["detail"]["errors"]), r["id"]
+        assert r["detail"]["worst"] <= r["detail"]["tolerance"]
+    cupy = [r for r in recs if r["backend"] in ("cupy-step", "cupy-persistent")]
+    assert cupy and all(r["status"] == "skip" for r in cupy)
+    for kind in ("determinism", "eval_backward"):
+        got = {r["backend"]: r["status"] for r in recs if r["kind"] == kind}
+        assert all(got[b] == "pass" for b in plan.TRITON), (kind, got)
+    tiled = [r for r in recs if r["kind"] == "limit" and r.get("form") == "batch_tiled"]
+    assert len(tiled) == 6 and all(r["status"] == "pass" for r in tiled), tiled
+    assert {r["detail"]["form"] for r in tiled} == {"batch-tiled", "hidden-split"}
+    # the summary and the bench JSON exist, and the bench command reads the JSON back
+    md = (out / "gpucheck.md").read_text()
+    assert "## Correctness matrix" in md and "## Device floors" in md
+    bench = [p for p in out.glob("*.json")]
+    assert len(bench) == 1
+    rep = json.loads(bench[0].read_text())
+    assert benchmark.table(rep).count("torch.nn") >= 2
+    assert any("vs_torch" in b["extra_info"] for b in rep["benchmarks"])
+
+
+def test_report_rebuilds_the_summary_from_a_journal(tmp_path):
+    recs = [dict(id="env/env", phase="env", kind="env", backend=None, cell=None, dtype=None,
+                 bidirectional=False, packed=False, shape={}, status="pass",
+                 detail={"gpu": "NVIDIA H200"}, seconds=1.0)]
+    report.write(tmp_path, recs)
+    assert "NVIDIA H200" in (tmp_path / "gpucheck.md").read_text()
