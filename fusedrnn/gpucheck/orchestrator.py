@@ -83,7 +83,17 @@ class Orchestrator:
 
     def run(self):
         for phase in self.phases:
+            before, t_phase = _binaries(), time.time()
             self.run_phase(phase, plan.items_for(phase, self.dry_run, peaks=self._peaks()))
+            if phase == "compile" and not self.dry_run:
+                # How many binaries the warm-up compiled, and how long the phase took.
+                after = _binaries()
+                summary = dict(id="compile/summary", phase="compile", kind="summary",
+                               backend=None, cell=None, dtype=None, bidirectional=False,
+                               packed=False, shape={})
+                self._finish(record(summary, "pass", {k: after[k] - before[k] for k in after},
+                                    time.time() - t_phase))
+                report.write(self.out, load(self.journal_path))
         return latest(load(self.journal_path))
 
     def run_phase(self, phase, items):
@@ -201,6 +211,16 @@ def _slots(items, width):
     for group in sorted(groups.values(), key=len, reverse=True):
         min(slots, key=len).extend(group)
     return slots
+
+
+def _binaries():
+    """Compiled kernels on disk: Triton's cubins (its cache: TRITON_CACHE_DIR, default
+    ~/.triton/cache) and CuPy's (CUPY_CACHE_DIR, default ~/.cupy/kernel_cache)."""
+    home = Path.home()
+    triton_dir = Path(os.environ.get("TRITON_CACHE_DIR", home / ".triton" / "cache"))
+    cupy_dir = Path(os.environ.get("CUPY_CACHE_DIR", home / ".cupy" / "kernel_cache"))
+    return {"triton_cubins": sum(1 for _ in triton_dir.rglob("*.cubin")) if triton_dir.exists() else 0,
+            "cupy_binaries": sum(1 for p in cupy_dir.rglob("*") if p.is_file()) if cupy_dir.exists() else 0}
 
 
 def _pump(stream, lines):
