@@ -51,9 +51,8 @@ class CellReferenceBackend:
         p = _params(w_ih, w_hh, b_ih, b_hh)
         _, _, cache = cell.forward_step(p, _np(x), _np(h), _np(c))
         dx, dh_prev, dc_prev, grads = cell.backward_step(p, cache, _np(dh), _np(dc))
-        empty = x.new_empty(0)
         return (_to_torch(dx, x), _to_torch(dh_prev, h),
-                _to_torch(dc_prev, c) if c is not None else empty,
+                _to_torch(dc_prev, c) if c is not None else x.new_empty(0),
                 _to_torch(grads["w_ih"], w_ih), _to_torch(grads["w_hh"], w_hh),
-                _to_torch(grads["b_ih"], b_ih) if b_ih is not None else empty,
-                _to_torch(grads["b_hh"], b_hh) if b_hh is not None else empty)
+                _to_torch(grads["b_ih"], b_ih) if b_ih is not None else x.new_empty(0),
+                _to_torch(grads["b_hh"], b_hh) if b_hh is not None else x.new_empty(0))

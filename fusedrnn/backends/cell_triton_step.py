@@ -62,10 +62,9 @@ class CellTritonStepBackend:
         dh_prev = dg_hid @ w_hh.float()
         if mode == "GRU":
             dh_prev += bypass
-        empty = x.new_empty(0)
         has_bias = b_ih is not None
         return (dx.to(x.dtype), dh_prev.to(h.dtype),
-                bypass if mode == "LSTM" else empty,
+                bypass if mode == "LSTM" else x.new_empty(0),
                 (dg_in.t() @ x.float()).to(w_ih.dtype), (dg_hid.t() @ h.float()).to(w_hh.dtype),
-                dg_in.sum(0).to(b_ih.dtype) if has_bias else empty,
-                dg_hid.sum(0).to(b_hh.dtype) if has_bias else empty)
+                dg_in.sum(0).to(b_ih.dtype) if has_bias else x.new_empty(0),
+                dg_hid.sum(0).to(b_hh.dtype) if has_bias else x.new_empty(0))
