@@ -217,6 +217,8 @@ def forward(mode, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, ws):
     ``w_ih [G*H, In]``, ``w_hh [G*H, H]``, ``b_ih``/``b_hh [G*H]`` or None; all dense."""
     B, In = x.shape
     H = w_hh.shape[1]
+    if B == 0 or H == 0:   # nothing to write (torch allows both); an empty grid cannot launch
+        return
     dot_fp32, precision = dot_mode(w_hh.dtype)
     has_bias = b_ih is not None
     # Without bias the pointers are never read (HAS_BIAS is a constexpr); any tensor will do.
@@ -240,17 +242,21 @@ def backward_gates(mode, ws, h, c, dh, dc, alloc):
     dtype), GRU ``dh' z`` (fp32), RNN None. ``alloc(shape, dtype)`` makes the outputs."""
     B, H = h.shape
     grid = _grid(B, H)
+    launch = B > 0 and H > 0   # as in forward: empty outputs, nothing to launch
     if mode == "LSTM":
         dg = alloc((B, 4 * H), torch.float32)
         dc_prev = alloc((B, H), c.dtype)
-        lstm_cell_bwd_kernel[grid](dh, dc, ws, c, dg, dc_prev, B, H, BB=BB, BH=BH)
+        if launch:
+            lstm_cell_bwd_kernel[grid](dh, dc, ws, c, dg, dc_prev, B, H, BB=BB, BH=BH)
         return dg, dg, dc_prev
     if mode == "GRU":
         dgi = alloc((B, 3 * H), torch.float32)
         dgh = alloc((B, 3 * H), torch.float32)
         direct = alloc((B, H), torch.float32)
-        gru_cell_bwd_kernel[grid](dh, ws, h, dgi, dgh, direct, B, H, BB=BB, BH=BH)
+        if launch:
+            gru_cell_bwd_kernel[grid](dh, ws, h, dgi, dgh, direct, B, H, BB=BB, BH=BH)
         return dgi, dgh, direct
     dg = alloc((B, H), torch.float32)
-    rnn_cell_bwd_kernel[grid](dh, ws, dg, B, H, RELU=mode == "RNN_RELU", BB=BB, BH=BH)
+    if launch:
+        rnn_cell_bwd_kernel[grid](dh, ws, dg, B, H, RELU=mode == "RNN_RELU", BB=BB, BH=BH)
     return dg, dg, None
