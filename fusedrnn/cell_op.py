@@ -20,6 +20,7 @@ own messages (:func:`check_step`), so the op itself never sees them.
 import torch
 
 from .backends import cell_registry
+from .backends.cell_torch import run as torch_step
 
 _Tensor = torch.Tensor
 
@@ -107,10 +108,18 @@ def run_cell(mode, backend, x, h, c, w_ih, w_hh, b_ih, b_hh):
     ``backends/cell_torch.py``); everything else goes through the op.
     """
     check_step(x, [h] if c is None else [h, c], w_ih, w_hh)
-    chosen = cell_registry.resolve(backend, mode, x)
+    chosen = cell_registry.pick(backend)
     if chosen.name == "torch":
-        from .backends.cell_torch import run
-        return run(mode, x, h, c, w_ih, w_hh, b_ih, b_hh)
+        return torch_step(mode, x, h, c, w_ih, w_hh, b_ih, b_hh)
+    tensors = [t for t in (x, h, c, w_ih, w_hh, b_ih, b_hh) if t is not None]
+    if len({(t.dtype, t.device) for t in tensors}) > 1:
+        # The kernels take one dtype on one device. torch's cell refuses most mixtures with its
+        # own message (e.g. "mat1 and mat2 must have the same dtype"): raise exactly that.
+        torch_step(mode, x, h, c, w_ih, w_hh, b_ih, b_hh)
+        raise ValueError(f"backend {chosen.name!r} needs the input, states and weights in one "
+                         f"dtype on one device, got "
+                         f"{sorted({f'{t.dtype} on {t.device}' for t in tensors})}")
+    chosen = cell_registry.resolve(backend, mode, x)
     h_new, c_new, _ = torch.ops.fusedrnn.cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, mode,
                                                       chosen.name)
     return h_new, (c_new if c is not None else None)

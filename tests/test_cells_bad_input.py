@@ -79,3 +79,26 @@ def test_unknown_nonlinearity_raises_torchs_error():
     ref = torch.nn.RNNCell(IN, H, nonlinearity="gelu")
     ours = fusedrnn.RNNCell(IN, H, nonlinearity="gelu")
     assert_same_error(lambda: ref(randn(B, IN)), lambda: ours(randn(B, IN)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cell", CELLS)
+def test_mixed_dtypes_raise_torchs_error(cell, backend):
+    ref, ours = twins(cell, IN, H, backend, dtype=torch.float32)
+    x64 = torch.randn(B, IN, dtype=torch.float64)
+    h64 = state(cell, (B, H))
+    h64 = tuple(t.double() for t in h64) if is_lstm(cell) else h64.double()
+    for inp, hx in [(x64, None), (torch.randn(B, IN), h64)]:
+        assert_same_error(lambda: ref(inp, hx), lambda: ours(inp, hx))
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton-step"])
+def test_mixture_torch_accepts_is_refused_with_the_reason(backend):
+    # torch's LSTM cell promotes a float64 c against float32 gates (pointwise type promotion,
+    # c' comes out float64); the kernels take one dtype, so the fused backends refuse it.
+    ref, ours = twins("lstm", IN, H, backend, dtype=torch.float32)
+    x, hx = randn(B, IN), (randn(B, H), randn(B, H).double())
+    assert ref(x, hx)[1].dtype == torch.float64
+    with pytest.raises(ValueError, match=f"backend '{backend}' needs the input, states and "
+                                         "weights in one dtype on one device"):
+        ours(x, hx)

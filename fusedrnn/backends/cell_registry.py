@@ -16,7 +16,6 @@ backends exist to keep state on chip *across* timesteps; one step has nothing to
 naming them for a cell is a ``ValueError`` that says so rather than a silent substitute.
 """
 
-from . import registry
 from .cell_reference import CellReferenceBackend
 from .cell_torch import CellTorchBackend
 from .cell_triton_step import CellTritonStepBackend
@@ -33,11 +32,19 @@ _NO_SINGLE_STEP = {
 
 def check_name(name):
     """Raise ``ValueError`` unless ``name`` is a backend a cell can run on."""
+    choices = ", ".join(repr(n) for n in NAMES)
     if name in _NO_SINGLE_STEP:
-        raise ValueError(
-            f"backend {name!r} has no single-step form ({_NO_SINGLE_STEP[name]}); cells run on "
-            f"{', '.join(repr(n) for n in NAMES)}")
-    registry.check_name(name)
+        raise ValueError(f"backend {name!r} has no single-step form ({_NO_SINGLE_STEP[name]}); "
+                         f"cells run on {choices}")
+    if name not in NAMES:
+        raise ValueError(f"unknown backend {name!r}; cells run on {choices}")
+
+
+def pick(name):
+    """The backend object ``name`` stands for (``"auto"`` is ``"torch"``, see :func:`resolve`),
+    before asking whether it can run a particular step."""
+    check_name(name)
+    return AVAILABLE["torch" if name == "auto" else name]
 
 
 def resolve(name, mode, x):
@@ -47,10 +54,7 @@ def resolve(name, mode, x):
     benchmark in :mod:`fusedrnn.cell_bench`). A named backend that cannot run the step raises
     ``ValueError`` with its reason.
     """
-    check_name(name)
-    if name == "auto":
-        return AVAILABLE["torch"]
-    backend = AVAILABLE[name]
+    backend = pick(name)
     reason = backend.unsupported_reason(mode, x)
     if reason is not None:
         raise ValueError(f"backend {name!r} cannot run this cell: {reason}")
