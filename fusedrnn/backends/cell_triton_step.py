@@ -5,9 +5,9 @@ part of backward (``fusedrnn.kernels.triton.cell_step``); the rest of backward i
     dW_ih = dG_inᵀ x                 dW_hh   = dG_hidᵀ h
     db_ih = Σ_b dG_in                db_hh   = Σ_b dG_hid
 
-in fp32 (the gate gradients are fp32; fp16 products of them could underflow, see
-``launch_common.dot_mode``), cast to each input's dtype at the end. Nothing here reads a
-device value back to the host, so a loop of steps can be captured in a CUDA graph.
+on :func:`_operand_dtype` operands with fp32 accumulation, cast to each input's dtype at the
+end. Nothing here reads a device value back to the host, so a loop of steps can be captured in
+a CUDA graph.
 """
 
 import torch
@@ -22,6 +22,15 @@ def _kernels():
     from ..kernels.triton import cell_step
 
     return cell_step
+
+
+def _operand_dtype(dtype):
+    """The GEMM operand dtype for a model in ``dtype``. fp32 stays fp32. bf16 has fp32's range,
+    so the fp32 gate gradients round to bf16 and the GEMMs read the bf16 weights as they are
+    (converting W_ih and W_hh to fp32 every step would move 3x their bytes). fp16 gate
+    gradients could underflow (< 6e-8) or overflow (> 65504 under GradScaler), as in
+    ``launch_common.dot_mode``: fp16 models pay for fp32 operands."""
+    return torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
 
 
 def _alloc(device):
@@ -58,13 +67,16 @@ class CellTritonStepBackend:
     def backward(self, mode, x, h, c, w_ih, w_hh, b_ih, b_hh, workspace, dh, dc):
         dg_in, dg_hid, bypass = _kernels().backward_gates(mode, workspace, h, c, dh, dc,
                                                           _alloc(x.device))
-        dx = dg_in @ w_ih.float()
-        dh_prev = dg_hid @ w_hh.float()
+        op = _operand_dtype(x.dtype)
+        g_in = dg_in.to(op)                                                       # [B, G*H]
+        g_hid = g_in if dg_hid is dg_in else dg_hid.to(op)
+        dx = g_in @ w_ih.to(op)                                                   # [B, In]
+        dh_prev = g_hid @ w_hh.to(op)                                             # [B, H]
         if mode == "GRU":
-            dh_prev += bypass
+            dh_prev = dh_prev.float() + bypass
         has_bias = b_ih is not None
         return (dx.to(x.dtype), dh_prev.to(h.dtype),
                 bypass if mode == "LSTM" else x.new_empty(0),
-                (dg_in.t() @ x.float()).to(w_ih.dtype), (dg_hid.t() @ h.float()).to(w_hh.dtype),
+                (g_in.t() @ x.to(op)).to(w_ih.dtype), (g_hid.t() @ h.to(op)).to(w_hh.dtype),
                 dg_in.sum(0).to(b_ih.dtype) if has_bias else x.new_empty(0),
                 dg_hid.sum(0).to(b_hh.dtype) if has_bias else x.new_empty(0))
