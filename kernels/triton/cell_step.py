@@ -47,16 +47,28 @@ def _tile(BB: tl.constexpr, BH: tl.constexpr, B, H):
 
 
 @triton.jit
-def _product(p_a, o_b, m_b, K, p_w, p_bias, g, o_j, m_j, H,
-             HAS_BIAS: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
-             DOT_FP32: tl.constexpr, PRECISION: tl.constexpr):
-    """``A[rows, :K] @ W[g*H+j, :K]ᵀ (+ bias[g*H+j])`` for the tile, fp32 ``[BB, BH]``."""
+def _product(acc, p_a, o_b, m_b, K, p_w, p_bias, g, o_j, m_j, H,
+             HAS_BIAS: tl.constexpr, BK: tl.constexpr, DOT_FP32: tl.constexpr,
+             PRECISION: tl.constexpr):
+    """``acc + A[rows, :K] @ W[g*H+j, :K]ᵀ (+ bias[g*H+j])`` for the tile, fp32 ``[BB, BH]``.
+    Chaining the input and the recurrent product into one accumulator keeps one tile live per
+    gate instead of two."""
     o_w = (g * H + o_j).to(tl.int64) * K                                           # [BH]
-    acc = rows_dot(tl.zeros([BB, BH], tl.float32), p_a, o_b * K, m_b, K, p_w, o_w, m_j, 1,
-                   BK, DOT_FP32, PRECISION)
+    acc = rows_dot(acc, p_a, o_b * K, m_b, K, p_w, o_w, m_j, 1, BK, DOT_FP32, PRECISION)
     if HAS_BIAS:
         acc += tl.load(p_bias + g * H + o_j, mask=m_j, other=0.0).to(tl.float32)[None, :]
     return acc
+
+
+@triton.jit
+def _gate(acc, p_x, p_h, o_b, m_b, In, p_wih, p_whh, p_bih, p_bhh, g, o_j, m_j, H,
+          HAS_BIAS: tl.constexpr, BK: tl.constexpr, DOT_FP32: tl.constexpr,
+          PRECISION: tl.constexpr):
+    """Gate g's whole pre-activation ``x W_ih,gᵀ + b_ih,g + h W_hh,gᵀ + b_hh,g`` (+ acc)."""
+    acc = _product(acc, p_x, o_b, m_b, In, p_wih, p_bih, g, o_j, m_j, H, HAS_BIAS, BK, DOT_FP32,
+                   PRECISION)
+    return _product(acc, p_h, o_b, m_b, H, p_whh, p_bhh, g, o_j, m_j, H, HAS_BIAS, BK, DOT_FP32,
+                    PRECISION)
 
 
 @triton.jit
@@ -66,22 +78,15 @@ def lstm_cell_fwd_kernel(
     DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
 ):
     o_b, m_b, o_j, m_j, m = _tile(BB, BH, B, H)
-    a_i = (_product(p_x, o_b, m_b, In, p_wih, p_bih, 0, o_j, m_j, H, HAS_BIAS, BB, BH, BK,
-                    DOT_FP32, PRECISION)
-           + _product(p_h, o_b, m_b, H, p_whh, p_bhh, 0, o_j, m_j, H, HAS_BIAS, BB, BH, BK,
-                      DOT_FP32, PRECISION))                                       # [BB, BH]
-    a_f = (_product(p_x, o_b, m_b, In, p_wih, p_bih, 1, o_j, m_j, H, HAS_BIAS, BB, BH, BK,
-                    DOT_FP32, PRECISION)
-           + _product(p_h, o_b, m_b, H, p_whh, p_bhh, 1, o_j, m_j, H, HAS_BIAS, BB, BH, BK,
-                      DOT_FP32, PRECISION))
-    a_g = (_product(p_x, o_b, m_b, In, p_wih, p_bih, 2, o_j, m_j, H, HAS_BIAS, BB, BH, BK,
-                    DOT_FP32, PRECISION)
-           + _product(p_h, o_b, m_b, H, p_whh, p_bhh, 2, o_j, m_j, H, HAS_BIAS, BB, BH, BK,
-                      DOT_FP32, PRECISION))
-    a_o = (_product(p_x, o_b, m_b, In, p_wih, p_bih, 3, o_j, m_j, H, HAS_BIAS, BB, BH, BK,
-                    DOT_FP32, PRECISION)
-           + _product(p_h, o_b, m_b, H, p_whh, p_bhh, 3, o_j, m_j, H, HAS_BIAS, BB, BH, BK,
-                      DOT_FP32, PRECISION))
+    zero = tl.zeros([BB, BH], tl.float32)
+    a_i = _gate(zero, p_x, p_h, o_b, m_b, In, p_wih, p_whh, p_bih, p_bhh, 0, o_j, m_j, H,
+                HAS_BIAS, BK, DOT_FP32, PRECISION)                              # [BB, BH]
+    a_f = _gate(zero, p_x, p_h, o_b, m_b, In, p_wih, p_whh, p_bih, p_bhh, 1, o_j, m_j, H,
+                HAS_BIAS, BK, DOT_FP32, PRECISION)
+    a_g = _gate(zero, p_x, p_h, o_b, m_b, In, p_wih, p_whh, p_bih, p_bhh, 2, o_j, m_j, H,
+                HAS_BIAS, BK, DOT_FP32, PRECISION)
+    a_o = _gate(zero, p_x, p_h, o_b, m_b, In, p_wih, p_whh, p_bih, p_bhh, 3, o_j, m_j, H,
+                HAS_BIAS, BK, DOT_FP32, PRECISION)
     o_state = o_b[:, None] * H + o_j[None, :]                                     # [BB, BH]
     b_c_prev = tl.load(p_c + o_state, mask=m, other=0.0).to(tl.float32)
     b_i, b_f, b_g, b_o, b_c = lstm_forward(a_i, a_f, a_g, a_o, b_c_prev)
@@ -102,22 +107,20 @@ def gru_cell_fwd_kernel(
     DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
 ):
     o_b, m_b, o_j, m_j, m = _tile(BB, BH, B, H)
-    # x_* = x W_ihᵀ + b_ih and gh_* = h W_hhᵀ + b_hh per gate (r z n), kept apart for n.
-    x_r = _product(p_x, o_b, m_b, In, p_wih, p_bih, 0, o_j, m_j, H, HAS_BIAS, BB, BH, BK,
-                   DOT_FP32, PRECISION)                                           # [BB, BH]
-    x_z = _product(p_x, o_b, m_b, In, p_wih, p_bih, 1, o_j, m_j, H, HAS_BIAS, BB, BH, BK,
+    zero = tl.zeros([BB, BH], tl.float32)
+    # r and z take the whole pre-activation; n keeps its input part x_n and its recurrent part
+    # gh_n (= h W_hn + b_hn) apart, since the reset gate scales only the latter.
+    a_r = _gate(zero, p_x, p_h, o_b, m_b, In, p_wih, p_whh, p_bih, p_bhh, 0, o_j, m_j, H,
+                HAS_BIAS, BK, DOT_FP32, PRECISION)                              # [BB, BH]
+    a_z = _gate(zero, p_x, p_h, o_b, m_b, In, p_wih, p_whh, p_bih, p_bhh, 1, o_j, m_j, H,
+                HAS_BIAS, BK, DOT_FP32, PRECISION)
+    x_n = _product(zero, p_x, o_b, m_b, In, p_wih, p_bih, 2, o_j, m_j, H, HAS_BIAS, BK,
                    DOT_FP32, PRECISION)
-    x_n = _product(p_x, o_b, m_b, In, p_wih, p_bih, 2, o_j, m_j, H, HAS_BIAS, BB, BH, BK,
-                   DOT_FP32, PRECISION)
-    gh_r = _product(p_h, o_b, m_b, H, p_whh, p_bhh, 0, o_j, m_j, H, HAS_BIAS, BB, BH, BK,
-                    DOT_FP32, PRECISION)
-    gh_z = _product(p_h, o_b, m_b, H, p_whh, p_bhh, 1, o_j, m_j, H, HAS_BIAS, BB, BH, BK,
-                    DOT_FP32, PRECISION)
-    gh_n = _product(p_h, o_b, m_b, H, p_whh, p_bhh, 2, o_j, m_j, H, HAS_BIAS, BB, BH, BK,
+    gh_n = _product(zero, p_h, o_b, m_b, H, p_whh, p_bhh, 2, o_j, m_j, H, HAS_BIAS, BK,
                     DOT_FP32, PRECISION)
     o_state = o_b[:, None] * H + o_j[None, :]
     b_h_prev = tl.load(p_h + o_state, mask=m, other=0.0).to(tl.float32)
-    b_r, b_z, b_n, b_h = gru_forward(x_r, x_z, x_n, gh_r, gh_z, gh_n, b_h_prev)
+    b_r, b_z, b_n, b_h = gru_forward(a_r, a_z, x_n, zero, zero, gh_n, b_h_prev)
     tl.store(p_h_out + o_state, b_h.to(p_h_out.dtype.element_ty), mask=m)
     p_w = p_ws + (o_b * (4 * H))[:, None] + o_j[None, :]
     tl.store(p_w, b_r, mask=m)
@@ -133,10 +136,8 @@ def rnn_cell_fwd_kernel(
     BK: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
 ):
     o_b, m_b, o_j, m_j, m = _tile(BB, BH, B, H)
-    a = (_product(p_x, o_b, m_b, In, p_wih, p_bih, 0, o_j, m_j, H, HAS_BIAS, BB, BH, BK,
-                  DOT_FP32, PRECISION)
-         + _product(p_h, o_b, m_b, H, p_whh, p_bhh, 0, o_j, m_j, H, HAS_BIAS, BB, BH, BK,
-                    DOT_FP32, PRECISION))
+    a = _gate(tl.zeros([BB, BH], tl.float32), p_x, p_h, o_b, m_b, In, p_wih, p_whh, p_bih, p_bhh,
+              0, o_j, m_j, H, HAS_BIAS, BK, DOT_FP32, PRECISION)                  # [BB, BH]
     b_h = rnn_activation(a, RELU)
     o_state = o_b[:, None] * H + o_j[None, :]
     tl.store(p_h_out + o_state, b_h.to(p_h_out.dtype.element_ty), mask=m)
