@@ -107,10 +107,11 @@ def decode_rows(device, cells=("lstm", "gru"), batches=(1, 64), hidden=1024, inp
         for batch in batches:
             case = (f"{name}cell-decode-{str(dtype).removeprefix('torch.')}-B{batch}-In{input_size}"
                     f"-H{hidden}-T{steps}")
+            providers = (("torch.nn", baseline), (f"fusedrnn:{backend}", fused))
             for mode in modes:
                 ms = {provider: time_case(cell, name == "lstm", batch, input_size, hidden, steps,
                                           dtype, device, mode, runs)
-                      for provider, cell in (("torch.nn", baseline), (f"fusedrnn:{backend}", fused))}
+                      for provider, cell in providers}
                 rows += [dict(case=case, provider=p, mode=mode, ms=v, vs_torch=ms["torch.nn"] / v)
                          for p, v in ms.items()]
     return rows
@@ -127,8 +128,8 @@ def issue_cases(device, runs=10):
 
 def table(rows):
     lines = ["| case | mode | provider | ms | vs torch.nn |", "|---|---|---|---:|---:|"]
-    lines += [f"| {r['case']} | {r['mode']} | {r['provider']} | {r['ms']:.3f} | {r['vs_torch']:.2f}x |"
-              for r in rows]
+    lines += [f"| {r['case']} | {r['mode']} | {r['provider']} | {r['ms']:.3f} | "
+              f"{r['vs_torch']:.2f}x |" for r in rows]
     return "\n".join(lines)
 
 
