@@ -10,7 +10,9 @@ Contract of one call (G gates, mode one of LSTM, GRU, RNN_TANH, RNN_RELU):
     w_ih   [G*H, In]  w_hh [G*H, H]    b_ih, b_hh [G*H] or None (bias=False)
   returns
     h'     [B, H]     c' [B, H] (an empty tensor for cells without a cell state)
-    workspace         what the backend saves for backward (``backend.workspace_spec``)
+    workspace         what the backend saves for backward (``backend.workspace_spec``);
+                      empty with ``save=False``, which the caller passes when no gradient
+                      is wanted (the op's backward then refuses to run)
 
 Saved for backward: the inputs and the workspace. Gradients are returned for every tensor
 input; double backward is not supported. Bad shapes are refused before the op, with torch's
@@ -33,15 +35,15 @@ def _contiguous(*tensors):
 @torch.library.custom_op("fusedrnn::cell_forward", mutates_args=())
 def cell_forward(
     x: _Tensor, h: _Tensor, c: _Tensor | None, w_ih: _Tensor, w_hh: _Tensor,
-    b_ih: _Tensor | None, b_hh: _Tensor | None, mode: str, backend: str,
+    b_ih: _Tensor | None, b_hh: _Tensor | None, mode: str, backend: str, save: bool,
 ) -> tuple[_Tensor, _Tensor, _Tensor]:
     args = _contiguous(x, h, c, w_ih, w_hh, b_ih, b_hh)
-    return cell_registry.AVAILABLE[backend].forward(mode, *args)
+    return cell_registry.AVAILABLE[backend].forward(mode, *args, save)
 
 
 @cell_forward.register_fake
-def _(x, h, c, w_ih, w_hh, b_ih, b_hh, mode, backend):
-    shape, dtype = cell_registry.AVAILABLE[backend].workspace_spec(mode, x, h.shape[1])
+def _(x, h, c, w_ih, w_hh, b_ih, b_hh, mode, backend, save):
+    shape, dtype = cell_registry.AVAILABLE[backend].workspace_spec(mode, x, h.shape[1], save)
     c_out = c.new_empty(c.shape) if c is not None else x.new_empty(0)
     return h.new_empty(h.shape), c_out, x.new_empty(shape, dtype=dtype)
 
@@ -67,19 +69,22 @@ def _(dh, dc, x, h, c, w_ih, w_hh, b_ih, b_hh, workspace, mode, backend):
 
 
 def _setup_context(ctx, inputs, output):
-    *tensors, mode, backend = inputs
+    *tensors, mode, backend, save = inputs
     ctx.save_for_backward(*tensors, output[2])
-    ctx.config = (mode, backend)
+    ctx.config = (mode, backend, save)
 
 
 def _backward(ctx, dh, dc, _dworkspace):
     x, h, c, w_ih, w_hh, b_ih, b_hh, workspace = ctx.saved_tensors
-    mode, backend = ctx.config
+    mode, backend, save = ctx.config
+    if not save:
+        raise RuntimeError("fusedrnn::cell_forward ran with save=False (nothing saved for "
+                           "backward); call it with save=True to differentiate it")
     grads = torch.ops.fusedrnn.cell_backward(
         dh, dc if c is not None else None, x, h, c, w_ih, w_hh, b_ih, b_hh, workspace,
         mode, backend)
     inputs = (x, h, c, w_ih, w_hh, b_ih, b_hh)
-    return tuple(g if t is not None else None for g, t in zip(grads, inputs)) + (None, None)
+    return tuple(g if t is not None else None for g, t in zip(grads, inputs)) + (None,) * 3
 
 
 cell_forward.register_autograd(_backward, setup_context=_setup_context)
@@ -120,6 +125,8 @@ def run_cell(mode, backend, x, h, c, w_ih, w_hh, b_ih, b_hh):
                          f"dtype on one device, got "
                          f"{sorted({f'{t.dtype} on {t.device}' for t in tensors})}")
     chosen = cell_registry.resolve(backend, mode, x)
+    # Inference (decode loops under no_grad) saves nothing: the kernels skip the workspace.
+    save = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     h_new, c_new, _ = torch.ops.fusedrnn.cell_forward(x, h, c, w_ih, w_hh, b_ih, b_hh, mode,
-                                                      chosen.name)
+                                                      chosen.name, save)
     return h_new, (c_new if c is not None else None)

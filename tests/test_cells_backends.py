@@ -48,7 +48,7 @@ def test_op_called_directly_matches_torch(cell, backend):
     def via_op(inp, state):
         h, c = (state if is_lstm(cell) else (state, None))
         h_new, c_new, _ = torch.ops.fusedrnn.cell_forward(
-            inp, h, c, ref.weight_ih, ref.weight_hh, ref.bias_ih, ref.bias_hh, mode, backend)
+            inp, h, c, ref.weight_ih, ref.weight_hh, ref.bias_ih, ref.bias_hh, mode, backend, True)
         return (h_new, c_new) if is_lstm(cell) else h_new
 
     via_op.named_parameters = ref.named_parameters
@@ -68,9 +68,10 @@ def test_op_fake_kernel_shapes():
         x, h, c = (mode.from_tensor(t) for t in (torch.randn(2, 3), torch.zeros(2, 5),
                                                  torch.zeros(2, 5)))
         w = [mode.from_tensor(p) for p in weights]
-        h2, c2, ws = torch.ops.fusedrnn.cell_forward(x, h, c, *w, "LSTM", "triton-step")
+        h2, c2, ws = torch.ops.fusedrnn.cell_forward(x, h, c, *w, "LSTM", "triton-step", True)
+        _, _, nothing = torch.ops.fusedrnn.cell_forward(x, h, c, *w, "LSTM", "triton-step", False)
     assert (tuple(h2.shape), tuple(c2.shape), tuple(ws.shape)) == ((2, 5), (2, 5), (2, 25))
-    assert ws.dtype == torch.float32
+    assert ws.dtype == torch.float32 and tuple(nothing.shape) == (0,)
 
 
 class Decoder(nn.Module):
@@ -115,3 +116,34 @@ def test_convert_a_cell_itself_and_refuse_persistent_for_cells():
         fusedrnn.convert(nn.Sequential(nn.LSTMCell(3, 4)), backend="triton-persistent")
     seq = nn.Sequential(nn.LSTM(3, 4))
     assert type(fusedrnn.convert(seq, backend="triton-persistent")[0]) is fusedrnn.LSTM
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_inference_skips_the_workspace_and_gives_the_same_step(cell):
+    """Without gradients (``save=False``, what the cells pass under no_grad) the kernels store
+    no activations; h' and c' are bit-identical to the training step's."""
+    ref, _ = twins(cell, 4, 6, "torch", dtype=torch.float32)
+    x, hx, _ = make_inputs(cell, 3, 4, 6, dtype=torch.float32)
+    h, c = (hx if is_lstm(cell) else (hx, None))
+    args = (x, h, c, ref.weight_ih, ref.weight_hh, ref.bias_ih, ref.bias_hh, CELLS[cell][3],
+            "triton-step")
+    h_train, c_train, ws_train = torch.ops.fusedrnn.cell_forward(*args, True)
+    with torch.no_grad():
+        h_inf, c_inf, ws_inf = torch.ops.fusedrnn.cell_forward(*args, False)
+        module_out = CELLS[cell][1](4, 6, **CELLS[cell][2], backend="triton-step")
+        module_out.load_state_dict(ref.state_dict())
+        module_out = module_out(x, hx)
+    assert ws_train.numel() > 0 and ws_inf.numel() == 0
+    assert torch.equal(h_inf, h_train.detach()) and torch.equal(c_inf, c_train.detach())
+    first = module_out[0] if is_lstm(cell) else module_out
+    assert torch.equal(first, h_train.detach())
+
+
+def test_op_backward_refuses_a_step_that_saved_nothing():
+    ref, _ = twins("gru", 4, 6, "torch", dtype=torch.float32)
+    x, h, _ = make_inputs("gru", 3, 4, 6, dtype=torch.float32)
+    h_new, _, _ = torch.ops.fusedrnn.cell_forward(x, h, None, ref.weight_ih, ref.weight_hh,
+                                                  ref.bias_ih, ref.bias_hh, "GRU", "triton-step",
+                                                  False)
+    with pytest.raises(RuntimeError, match="ran with save=False"):
+        h_new.sum().backward()

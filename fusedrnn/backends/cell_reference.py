@@ -37,10 +37,10 @@ class CellReferenceBackend:
     def unsupported_reason(self, mode, x):
         return None
 
-    def workspace_spec(self, mode, x, hidden_size):
+    def workspace_spec(self, mode, x, hidden_size, save):
         return (0,), x.dtype
 
-    def forward(self, mode, x, h, c, w_ih, w_hh, b_ih, b_hh):
+    def forward(self, mode, x, h, c, w_ih, w_hh, b_ih, b_hh, save):
         p = _params(w_ih, w_hh, b_ih, b_hh)
         h_new, c_new, _ = reference.CELLS[mode].forward_step(p, _np(x), _np(h), _np(c))
         c_out = _to_torch(c_new, c) if c is not None else x.new_empty(0)

@@ -3,8 +3,9 @@
 A cell backend implements the one-step contract (see :mod:`fusedrnn.cell_op`):
 
 * ``unsupported_reason(mode, x) -> str | None``: why it cannot run this step, or None;
-* ``workspace_spec(mode, x, hidden_size) -> (shape, dtype)``: what forward saves for backward;
-* ``forward(mode, x, h, c, w_ih, w_hh, b_ih, b_hh) -> (h', c', workspace)``;
+* ``workspace_spec(mode, x, hidden_size, save) -> (shape, dtype)``: what forward saves for
+  backward (nothing needs to be saved when ``save`` is false: no backward will follow);
+* ``forward(mode, x, h, c, w_ih, w_hh, b_ih, b_hh, save) -> (h', c', workspace)``;
 * ``backward(mode, x, h, c, w_ih, w_hh, b_ih, b_hh, workspace, dh, dc)
   -> (dx, dh_prev, dc_prev, dw_ih, dw_hh, db_ih, db_hh)``.
 

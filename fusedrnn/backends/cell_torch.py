@@ -29,10 +29,10 @@ class CellTorchBackend:
     def unsupported_reason(self, mode, x):
         return None
 
-    def workspace_spec(self, mode, x, hidden_size):
+    def workspace_spec(self, mode, x, hidden_size, save):
         return (0,), x.dtype
 
-    def forward(self, mode, x, h, c, w_ih, w_hh, b_ih, b_hh):
+    def forward(self, mode, x, h, c, w_ih, w_hh, b_ih, b_hh, save):
         with torch.no_grad():
             h_new, c_new = run(mode, x, h, c, w_ih, w_hh, b_ih, b_hh)
         return h_new, (c_new if c_new is not None else x.new_empty(0)), x.new_empty(0)

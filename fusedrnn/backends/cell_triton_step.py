@@ -49,19 +49,21 @@ class CellTritonStepBackend:
             return f"dtype {x.dtype} is not supported (float32, float16, bfloat16)"
         return None
 
-    def workspace_spec(self, mode, x, hidden_size):
+    def workspace_spec(self, mode, x, hidden_size, save):
+        if not save:
+            return (0,), torch.float32
         cols = _kernels().WORKSPACE_COLUMNS[mode]
         return (x.shape[0], cols * hidden_size), torch.float32
 
-    def forward(self, mode, x, h, c, w_ih, w_hh, b_ih, b_hh):
+    def forward(self, mode, x, h, c, w_ih, w_hh, b_ih, b_hh, save):
         kern = _kernels()
         B, H = h.shape
         alloc = _alloc(x.device)
         h_out = alloc((B, H), h.dtype)
         c_out = alloc((B, H), c.dtype) if c is not None else x.new_empty(0)
-        shape, dtype = self.workspace_spec(mode, x, H)
+        shape, dtype = self.workspace_spec(mode, x, H, save)
         ws = alloc(shape, dtype)
-        kern.forward(mode, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, ws)
+        kern.forward(mode, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, ws if save else None)
         return h_out, c_out, ws
 
     def backward(self, mode, x, h, c, w_ih, w_hh, b_ih, b_hh, workspace, dh, dc):

@@ -74,8 +74,8 @@ def _gate(acc, p_x, p_h, o_b, m_b, In, p_wih, p_whh, p_bih, p_bhh, g, o_j, m_j, 
 @triton.jit
 def lstm_cell_fwd_kernel(
     p_x, p_h, p_c, p_wih, p_whh, p_bih, p_bhh, p_h_out, p_c_out, p_ws, B, In, H,
-    HAS_BIAS: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
-    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+    SAVE: tl.constexpr, HAS_BIAS: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr,
+    BK: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
 ):
     o_b, m_b, o_j, m_j, m = _tile(BB, BH, B, H)
     zero = tl.zeros([BB, BH], tl.float32)
@@ -92,19 +92,20 @@ def lstm_cell_fwd_kernel(
     b_i, b_f, b_g, b_o, b_c = lstm_forward(a_i, a_f, a_g, a_o, b_c_prev)
     tl.store(p_h_out + o_state, (b_o * tanh(b_c)).to(p_h_out.dtype.element_ty), mask=m)
     tl.store(p_c_out + o_state, b_c.to(p_c_out.dtype.element_ty), mask=m)
-    p_w = p_ws + (o_b * (5 * H))[:, None] + o_j[None, :]
-    tl.store(p_w, b_i, mask=m)
-    tl.store(p_w + H, b_f, mask=m)
-    tl.store(p_w + 2 * H, b_g, mask=m)
-    tl.store(p_w + 3 * H, b_o, mask=m)
-    tl.store(p_w + 4 * H, b_c, mask=m)
+    if SAVE:
+        p_w = p_ws + (o_b * (5 * H))[:, None] + o_j[None, :]
+        tl.store(p_w, b_i, mask=m)
+        tl.store(p_w + H, b_f, mask=m)
+        tl.store(p_w + 2 * H, b_g, mask=m)
+        tl.store(p_w + 3 * H, b_o, mask=m)
+        tl.store(p_w + 4 * H, b_c, mask=m)
 
 
 @triton.jit
 def gru_cell_fwd_kernel(
     p_x, p_h, p_wih, p_whh, p_bih, p_bhh, p_h_out, p_ws, B, In, H,
-    HAS_BIAS: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
-    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+    SAVE: tl.constexpr, HAS_BIAS: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr,
+    BK: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
 ):
     o_b, m_b, o_j, m_j, m = _tile(BB, BH, B, H)
     zero = tl.zeros([BB, BH], tl.float32)
@@ -122,18 +123,19 @@ def gru_cell_fwd_kernel(
     b_h_prev = tl.load(p_h + o_state, mask=m, other=0.0).to(tl.float32)
     b_r, b_z, b_n, b_h = gru_forward(a_r, a_z, x_n, zero, zero, gh_n, b_h_prev)
     tl.store(p_h_out + o_state, b_h.to(p_h_out.dtype.element_ty), mask=m)
-    p_w = p_ws + (o_b * (4 * H))[:, None] + o_j[None, :]
-    tl.store(p_w, b_r, mask=m)
-    tl.store(p_w + H, b_z, mask=m)
-    tl.store(p_w + 2 * H, b_n, mask=m)
-    tl.store(p_w + 3 * H, gh_n, mask=m)
+    if SAVE:
+        p_w = p_ws + (o_b * (4 * H))[:, None] + o_j[None, :]
+        tl.store(p_w, b_r, mask=m)
+        tl.store(p_w + H, b_z, mask=m)
+        tl.store(p_w + 2 * H, b_n, mask=m)
+        tl.store(p_w + 3 * H, gh_n, mask=m)
 
 
 @triton.jit
 def rnn_cell_fwd_kernel(
     p_x, p_h, p_wih, p_whh, p_bih, p_bhh, p_h_out, p_ws, B, In, H,
-    RELU: tl.constexpr, HAS_BIAS: tl.constexpr, BB: tl.constexpr, BH: tl.constexpr,
-    BK: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+    RELU: tl.constexpr, SAVE: tl.constexpr, HAS_BIAS: tl.constexpr, BB: tl.constexpr,
+    BH: tl.constexpr, BK: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
 ):
     o_b, m_b, o_j, m_j, m = _tile(BB, BH, B, H)
     a = _gate(tl.zeros([BB, BH], tl.float32), p_x, p_h, o_b, m_b, In, p_wih, p_whh, p_bih, p_bhh,
@@ -141,7 +143,8 @@ def rnn_cell_fwd_kernel(
     b_h = rnn_activation(a, RELU)
     o_state = o_b[:, None] * H + o_j[None, :]
     tl.store(p_h_out + o_state, b_h.to(p_h_out.dtype.element_ty), mask=m)
-    tl.store(p_ws + o_state, b_h, mask=m)
+    if SAVE:
+        tl.store(p_ws + o_state, b_h, mask=m)
 
 
 @triton.jit
@@ -214,7 +217,8 @@ def _grid(B, H):
 
 def forward(mode, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, ws):
     """One launch: writes ``h_out [B, H]`` (and ``c_out [B, H]``, LSTM) in the input's dtype and
-    ``ws [B, WORKSPACE_COLUMNS[mode] * H]`` fp32. ``x [B, In]``, ``h``/``c [B, H]``,
+    ``ws [B, WORKSPACE_COLUMNS[mode] * H]`` fp32, or nothing more when ``ws`` is None (no
+    backward will follow: inference skips those stores). ``x [B, In]``, ``h``/``c [B, H]``,
     ``w_ih [G*H, In]``, ``w_hh [G*H, H]``, ``b_ih``/``b_hh [G*H]`` or None; all dense."""
     B, In = x.shape
     H = w_hh.shape[1]
@@ -224,7 +228,10 @@ def forward(mode, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, ws):
     has_bias = b_ih is not None
     # Without bias the pointers are never read (HAS_BIAS is a constexpr); any tensor will do.
     b_ih, b_hh = (b_ih, b_hh) if has_bias else (w_ih, w_hh)
-    common = dict(HAS_BIAS=has_bias, BB=BB, BH=BH, BK=BK, DOT_FP32=dot_fp32, PRECISION=precision)
+    save = ws is not None
+    ws = ws if save else h_out   # likewise never written with SAVE off
+    common = dict(SAVE=save, HAS_BIAS=has_bias, BB=BB, BH=BH, BK=BK, DOT_FP32=dot_fp32,
+                  PRECISION=precision)
     if mode == "LSTM":
         lstm_cell_fwd_kernel[_grid(B, H)](x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, ws,
                                           B, In, H, **common)
