@@ -2,10 +2,15 @@
 (``fusedrnn.reference``'s one-step forward and hand-written backward, called directly)."""
 
 import numpy as np
+import pytest
 import torch
 
 import fusedrnn
 from fusedrnn import reference
+
+# Where the module-level tests run: the GPU when there is one (there triton-step needs CUDA
+# tensors), else the CPU (triton-step in the interpreter). The reference backend runs anywhere.
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 CELLS = {  # name -> (torch class, fusedrnn class, constructor kwargs, reference mode)
     "lstm": (torch.nn.LSTMCell, fusedrnn.LSTMCell, {}, "LSTM"),
@@ -19,7 +24,7 @@ def is_lstm(cell):
     return cell == "lstm"
 
 
-def twins(cell, In, H, backend, bias=True, dtype=torch.float64, device="cpu", seed=0):
+def twins(cell, In, H, backend, bias=True, dtype=torch.float64, device=DEVICE, seed=0):
     """``(torch cell, fusedrnn cell)`` holding the same weights."""
     torch_cls, fused_cls, kw, _ = CELLS[cell]
     torch.manual_seed(seed)
@@ -29,7 +34,7 @@ def twins(cell, In, H, backend, bias=True, dtype=torch.float64, device="cpu", se
     return ref, ours
 
 
-def make_inputs(cell, B, In, H, with_state=True, dtype=torch.float64, device="cpu", seed=0):
+def make_inputs(cell, B, In, H, with_state=True, dtype=torch.float64, device=DEVICE, seed=0):
     """``(input, hx, leaves)``; ``B=None`` makes unbatched input. ``leaves`` get gradients."""
     g = torch.Generator().manual_seed(seed)
     batch = () if B is None else (B,)
@@ -127,3 +132,10 @@ def assert_same_error(ref_fn, our_fn):
         f"exception type: fusedrnn {our_type} ({our_msg!r}) != torch {ref_type} ({ref_msg!r})")
     assert our_msg == ref_msg, f"message: fusedrnn {our_msg!r} != torch {ref_msg!r}"
     return ref_type, ref_msg
+
+
+@pytest.fixture
+def ieee_fp32(monkeypatch):
+    """fp32 dots without TF32 (``launch_common.dot_mode`` follows ``cudnn.allow_tf32``, on by
+    default), so fp32 comparisons on a GPU can use fp32's tolerance; a no-op on the CPU."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)

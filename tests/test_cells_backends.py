@@ -5,10 +5,11 @@ import torch
 from torch import nn
 
 import fusedrnn
-from cell_cases import CELLS, is_lstm, make_inputs, run_module, twins
+from cell_cases import DEVICE, CELLS, ieee_fp32, is_lstm, make_inputs, run_module, twins  # noqa: F401
 from conftest import assert_rel_close
 
 F64 = torch.float64
+pytestmark = pytest.mark.usefixtures("ieee_fp32")
 
 
 @pytest.mark.parametrize("backend", ["triton-persistent", "cupy-persistent", "cupy-step"])
@@ -26,9 +27,9 @@ def test_unknown_backend_lists_the_cell_backends():
 
 
 def test_triton_step_refuses_float64_with_the_reason():
-    cell = fusedrnn.GRUCell(3, 5, backend="triton-step").double()
+    cell = fusedrnn.GRUCell(3, 5, backend="triton-step").to(DEVICE, F64)
     with pytest.raises(ValueError, match="cannot run this cell: dtype torch.float64 is not supported"):
-        cell(torch.randn(2, 3, dtype=F64))
+        cell(torch.randn(2, 3, dtype=F64, device=DEVICE))
 
 
 def test_auto_runs_torch_on_cpu():
@@ -90,8 +91,8 @@ class Decoder(nn.Module):
 @pytest.mark.parametrize("backend", ["auto", "reference", "triton-step"])
 def test_convert_replaces_cells_keeping_parameters(backend):
     torch.manual_seed(0)
-    model = Decoder().train(False)
-    x = torch.randn(4, 2, 3)
+    model = Decoder().train(False).to(DEVICE)
+    x = torch.randn(4, 2, 3, device=DEVICE)
     want = model(x)
     params = dict(model.named_parameters())
     hook_calls = []
@@ -130,7 +131,7 @@ def test_inference_skips_the_workspace_and_gives_the_same_step(cell):
     h_train, c_train, ws_train = torch.ops.fusedrnn.cell_forward(*args, True)
     with torch.no_grad():
         h_inf, c_inf, ws_inf = torch.ops.fusedrnn.cell_forward(*args, False)
-        module_out = CELLS[cell][1](4, 6, **CELLS[cell][2], backend="triton-step")
+        module_out = CELLS[cell][1](4, 6, **CELLS[cell][2], backend="triton-step").to(DEVICE)
         module_out.load_state_dict(ref.state_dict())
         module_out = module_out(x, hx)
     assert ws_train.numel() > 0 and ws_inf.numel() == 0

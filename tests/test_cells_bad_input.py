@@ -57,7 +57,8 @@ def bad_calls(cell):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cell", CELLS)
 def test_bad_forward_input_raises_torchs_error(cell, backend):
-    ref, ours = twins(cell, IN, H, backend, dtype=torch.float32)
+    # On the CPU everywhere: every error is raised before a backend runs.
+    ref, ours = twins(cell, IN, H, backend, dtype=torch.float32, device="cpu")
     for name, (inp, hx) in bad_calls(cell).items():
         try:
             assert_same_error(lambda: ref(inp, hx), lambda: ours(inp, hx))
@@ -84,7 +85,7 @@ def test_unknown_nonlinearity_raises_torchs_error():
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cell", CELLS)
 def test_mixed_dtypes_raise_torchs_error(cell, backend):
-    ref, ours = twins(cell, IN, H, backend, dtype=torch.float32)
+    ref, ours = twins(cell, IN, H, backend, dtype=torch.float32, device="cpu")
     x64 = torch.randn(B, IN, dtype=torch.float64)
     h64 = state(cell, (B, H))
     h64 = tuple(t.double() for t in h64) if is_lstm(cell) else h64.double()
@@ -96,7 +97,7 @@ def test_mixed_dtypes_raise_torchs_error(cell, backend):
 def test_mixture_torch_accepts_is_refused_with_the_reason(backend):
     # torch's LSTM cell promotes a float64 c against float32 gates (pointwise type promotion,
     # c' comes out float64); the kernels take one dtype, so the fused backends refuse it.
-    ref, ours = twins("lstm", IN, H, backend, dtype=torch.float32)
+    ref, ours = twins("lstm", IN, H, backend, dtype=torch.float32, device="cpu")
     x, hx = randn(B, IN), (randn(B, H), randn(B, H).double())
     assert ref(x, hx)[1].dtype == torch.float64
     with pytest.raises(ValueError, match=f"backend '{backend}' needs the input, states and "

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import fusedrnn
-from cell_cases import CELLS, is_lstm
+from cell_cases import DEVICE, CELLS, ieee_fp32, is_lstm  # noqa: F401
 from conftest import assert_rel_close
 
 T, B, IN, H = 4, 2, 3, 5
@@ -24,10 +24,10 @@ def make_loop(cell, name):
 def compiled_matches_eager(name, backend, compile_backend):
     torch._dynamo.reset()
     torch.manual_seed(0)
-    cell = CELLS[name][1](IN, H, **CELLS[name][2], backend=backend)
+    cell = CELLS[name][1](IN, H, **CELLS[name][2], backend=backend).to(DEVICE)
     loop = make_loop(cell, name)
-    x = torch.randn(T, B, IN)
-    h = torch.randn(B, H, requires_grad=True)
+    x = torch.randn(T, B, IN, device=DEVICE)
+    h = torch.randn(B, H, device=DEVICE, requires_grad=True)
 
     eager = loop(x, h)
     eager.backward()
@@ -43,6 +43,7 @@ def compiled_matches_eager(name, backend, compile_backend):
         assert_rel_close(got[n], want[n], torch.float32, f"{name} {backend} compiled grad {n}")
 
 
+@pytest.mark.usefixtures("ieee_fp32")
 @pytest.mark.parametrize("name,backend", [("lstm", "torch"), ("gru", "triton-step")])
 def test_compiled_decode_loop_inductor(name, backend):
     """Inductor, forward and backward. ``triton-step`` compiles too, under the interpreter:
@@ -50,6 +51,7 @@ def test_compiled_decode_loop_inductor(name, backend):
     compiled_matches_eager(name, backend, "inductor")
 
 
+@pytest.mark.usefixtures("ieee_fp32")
 @pytest.mark.parametrize("name,backend", [("lstm", "reference"), ("rnn_relu", "triton-step"),
                                           ("gru", "torch")])
 def test_compiled_decode_loop_one_graph_one_node_per_step(name, backend):
