@@ -20,6 +20,11 @@ def test_backends_without_a_single_step_form_are_refused_by_name(cell, backend):
         CELLS[cell][1](3, 5, **CELLS[cell][2], backend=backend)
 
 
+def test_cell_backends_are_the_sequence_backends_with_a_single_step_form():
+    assert fusedrnn.CELL_BACKENDS == ("auto", "reference", "torch", "triton-step")
+    assert set(fusedrnn.CELL_BACKENDS) < set(fusedrnn.BACKENDS)
+
+
 def test_unknown_backend_lists_the_cell_backends():
     with pytest.raises(ValueError, match="unknown backend 'cudnn'; cells run on 'auto', "
                                          "'reference', 'torch', 'triton-step'$"):

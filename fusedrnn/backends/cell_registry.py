@@ -12,7 +12,8 @@ A cell backend implements the one-step contract (see :mod:`fusedrnn.cell_op`):
 Absent tensors (``c`` and its gradients for cells without a cell state, biases with
 ``bias=False``) are None on the way in and empty tensors on the way out.
 
-The names are the sequence modules' names (``fusedrnn.BACKENDS``). The persistent and CuPy
+The names (``fusedrnn.CELL_BACKENDS``) are those of the sequence modules (``fusedrnn.BACKENDS``)
+that have a single-step meaning. The persistent and CuPy
 backends exist to keep state on chip *across* timesteps; one step has nothing to keep, so
 naming them for a cell is a ``ValueError`` that says so rather than a silent substitute.
 """
