@@ -124,3 +124,18 @@ def test_no_batch_dim_matches_batch_of_one(cell, backend):
         assert a.shape == torch.Size([10])
         assert_rel_close(a, b.squeeze(0), dtype, "unbatched vs batch of one")
         assert_rel_close(a, c, dtype, "unbatched vs torch")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_deepcopy_and_pickle_keep_weights_and_backend(cell):
+    import copy
+    import pickle
+
+    _, ours = twins(cell, 4, 6, "reference")
+    x, hx, _ = make_inputs(cell, 2, 4, 6)
+    want = ours(x, hx)
+    for clone in (copy.deepcopy(ours), pickle.loads(pickle.dumps(ours))):
+        assert type(clone) is type(ours) and clone.backend == "reference"
+        got = clone(x, hx)
+        for a, b in zip(got if is_lstm(cell) else [got], want if is_lstm(cell) else [want]):
+            assert torch.equal(a, b)
