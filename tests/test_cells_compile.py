@@ -126,3 +126,24 @@ def test_readme_cells_snippet_runs(monkeypatch):
     scope = {"torch": torch, "fusedrnn": fusedrnn}
     exec(compile(code, "README.md (Cells)", "exec"), scope)
     assert scope["h_T"].shape == (8, 64)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", CELLS)
+def test_eager_decode_loop_never_synchronises_the_host(name):
+    """torch's sync debug mode turns any device→host synchronisation (``.item()``, ``.tolist()``,
+    a blocking copy) into an error: forward and backward of a loop of steps have none."""
+    torch.manual_seed(0)
+    cell = CELLS[name][1](16, 24, **CELLS[name][2], backend="triton-step").cuda()
+    x = torch.randn(8, 4, 16, device="cuda")
+    h = torch.randn(4, 24, device="cuda", requires_grad=True)
+    loop = make_loop(cell, name)
+    loop(x, h).backward()                 # warm-up: kernel compilation may synchronise
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loop(x, h).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    assert torch.isfinite(h.grad).all()
