@@ -7,10 +7,14 @@ See README.md for the backends and DESIGN.md for the architecture.
 """
 
 from . import functional
+from . import cell_op as _cell_op  # noqa: F401  (registers torch.ops.fusedrnn.cell_*)
 from . import layer_op as _layer_op  # noqa: F401  (registers torch.ops.fusedrnn.*)
+from .backends.cell_registry import NAMES as CELL_BACKENDS
 from .backends.registry import NAMES as BACKENDS
+from .cells import GRUCell, LSTMCell, RNNCell
 from .modules import GRU, LSTM, RNN, convert
 
 __version__ = "0.1.0"
 
-__all__ = ["BACKENDS", "GRU", "LSTM", "RNN", "convert", "functional", "__version__"]
+__all__ = ["BACKENDS", "CELL_BACKENDS", "GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNCell",
+           "convert", "functional", "__version__"]

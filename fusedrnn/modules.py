@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from . import functional
+from .backends import cell_registry
 from .backends import registry as backend_registry
+from .cells import GRUCell, LSTMCell, RNNCell
 from .layer_config import LayerConfig
 
 
@@ -124,26 +126,61 @@ def _replacement(module, backend):
         setattr(new, name, getattr(module, name))
     new._init_flat_weights()
     new.train(module.training)
+    _copy_hooks(module, new)
+    return new
+
+
+def _copy_hooks(module, new):
     # Hooks registered on the torch module (forward, backward, state_dict ...) carry over.
     for name, value in vars(module).items():
         if name.startswith("_") and name.endswith("hooks") and isinstance(value, dict):
             setattr(new, name, value)
+
+
+_CELL_REPLACEMENTS = {nn.LSTMCell: LSTMCell, nn.GRUCell: GRUCell, nn.RNNCell: RNNCell}
+
+
+def _cell_replacement(module, backend):
+    # Raises for backends without a single-step form (the persistent and CuPy ones).
+    cell_registry.check_name(backend)
+    cls = _CELL_REPLACEMENTS[type(module)]
+    kwargs = {"nonlinearity": module.nonlinearity} if cls is RNNCell else {}
+    with torch.device("meta"):
+        new = cls(module.input_size, module.hidden_size, bias=module.bias, **kwargs,
+                  dtype=module.weight_ih.dtype, backend=backend)
+    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        setattr(new, name, getattr(module, name))   # the same Parameter objects (or None)
+    new.train(module.training)
+    _copy_hooks(module, new)
     return new
 
 
+def _converted(module, backend):
+    """``module``'s fusedrnn twin, or None when it is not a torch RNN module or cell."""
+    if type(module) in _REPLACEMENTS:
+        return _replacement(module, backend)
+    if type(module) in _CELL_REPLACEMENTS:
+        return _cell_replacement(module, backend)
+    return None
+
+
 def convert(model, backend="auto"):
-    """Replace every ``nn.RNN``, ``nn.LSTM`` and ``nn.GRU`` inside ``model`` (and ``model``
-    itself) by its fusedrnn twin, in place, keeping parameters (the same tensors), device,
-    dtype and training mode. Returns the model.
+    """Replace every ``nn.RNN``, ``nn.LSTM``, ``nn.GRU``, ``nn.RNNCell``, ``nn.LSTMCell`` and
+    ``nn.GRUCell`` inside ``model`` (and ``model`` itself) by its fusedrnn twin, in place,
+    keeping parameters (the same tensors), device, dtype and training mode. Returns the model.
 
     Subclasses of the torch modules are left alone: their overridden behaviour is theirs.
+    A backend without a single-step form (``"triton-persistent"``, ``"cupy-*"``) raises
+    ``ValueError`` when the model holds a cell.
     """
     backend_registry.check_name(backend)
-    if type(model) in _REPLACEMENTS:
-        return _replacement(model, backend)
+    new = _converted(model, backend)
+    if new is not None:
+        return new
     for name, child in list(model.named_children()):
-        if type(child) in _REPLACEMENTS:
-            setattr(model, name, _replacement(child, backend))
+        new = _converted(child, backend)
+        if new is not None:
+            setattr(model, name, new)
         else:
             convert(child, backend)
     return model
