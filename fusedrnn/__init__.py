@@ -9,7 +9,7 @@ See README.md for the backends and DESIGN.md for the architecture.
 from . import functional
 from . import cell_op as _cell_op  # noqa: F401  (registers torch.ops.fusedrnn.cell_*)
 from . import layer_op as _layer_op  # noqa: F401  (registers torch.ops.fusedrnn.*)
-from .backends.cell_registry import NAMES as CELL_BACKENDS
+from .backends.cell.registry import NAMES as CELL_BACKENDS
 from .backends.registry import NAMES as BACKENDS
 from .cells import GRUCell, LSTMCell, RNNCell
 from .modules import GRU, LSTM, RNN, convert

@@ -21,8 +21,8 @@ own messages (:func:`check_step`), so the op itself never sees them.
 
 import torch
 
-from .backends import cell_registry
-from .backends.cell_torch import run as torch_step
+from .backends.cell import registry as cell_registry
+from .backends.cell.torch_native import run as torch_step
 
 _Tensor = torch.Tensor
 
@@ -110,7 +110,7 @@ def run_cell(mode, backend, x, h, c, w_ih, w_hh, b_ih, b_hh):
     resolved here). Returns ``(h', c')`` (``c'`` None without a cell state).
 
     ``"torch"`` calls torch's cell directly, eagerly and under ``torch.compile`` (see
-    ``backends/cell_torch.py``); everything else goes through the op.
+    ``backends/cell/torch_native.py``); everything else goes through the op.
     """
     check_step(x, [h] if c is None else [h, c], w_ih, w_hh)
     chosen = cell_registry.pick(backend)

@@ -14,7 +14,7 @@ Shapes: input ``[B, In]`` or unbatched ``[In]``; states ``[B, H]`` or ``[H]``.
 import torch
 from torch import nn
 
-from .backends import cell_registry
+from .backends.cell import registry as cell_registry
 from .cell_op import run_cell
 
 

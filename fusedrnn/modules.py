@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from . import functional
-from .backends import cell_registry
+from .backends.cell import registry as cell_registry
 from .backends import registry as backend_registry
 from .cells import GRUCell, LSTMCell, RNNCell
 from .layer_config import LayerConfig

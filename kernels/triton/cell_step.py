@@ -19,7 +19,7 @@ Backward (one launch, same tiles) turns ∂L/∂h' (and ∂L/∂c') plus the sav
 the gate pre-activation gradients ``dG [B, G*H]`` fp32 (``cell_math``, the equations shared
 with every other kernel family), and the part of ∂L/∂h (GRU: ``dh' z``) or ∂L/∂c (LSTM:
 ``dc_total f``) that bypasses the products. ``dx = dG W_ih``, ``dh = dG W_hh (+ direct)`` and the
-weight gradients are GEMMs on the host side (``fusedrnn.backends.cell_triton_step``).
+weight gradients are GEMMs on the host side (``fusedrnn.backends.cell.triton_step``).
 Offsets are int64 (``B * G * H`` can pass 2³¹ in the workspace of a wide, large batch).
 """
 

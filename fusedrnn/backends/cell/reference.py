@@ -8,8 +8,8 @@ oracle keeps no state between calls), so the workspace is empty.
 import numpy as np
 import torch
 
-from .. import reference
-from ..allocation import new_empty
+from ... import reference
+from ...allocation import new_empty
 
 
 def _np(t):

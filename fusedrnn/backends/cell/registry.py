@@ -18,9 +18,9 @@ backends exist to keep state on chip *across* timesteps; one step has nothing to
 naming them for a cell is a ``ValueError`` that says so rather than a silent substitute.
 """
 
-from .cell_reference import CellReferenceBackend
-from .cell_torch import CellTorchBackend
-from .cell_triton_step import CellTritonStepBackend
+from .reference import CellReferenceBackend
+from .torch_native import CellTorchBackend
+from .triton_step import CellTritonStepBackend
 
 AVAILABLE = {b.name: b for b in (CellReferenceBackend(), CellTorchBackend(),
                                  CellTritonStepBackend())}

@@ -12,14 +12,14 @@ a CUDA graph.
 
 import torch
 
-from ..allocation import new_empty
+from ...allocation import new_empty
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _kernels():
     # Imported on first use: the Triton modules must be imported after TRITON_INTERPRET is set.
-    from ..kernels.triton import cell_step
+    from ...kernels.triton import cell_step
 
     return cell_step
 
@@ -41,7 +41,7 @@ class CellTritonStepBackend:
     name = "triton-step"
 
     def unsupported_reason(self, mode, x):
-        from ..kernels.triton.launch_common import interpreting
+        from ...kernels.triton.launch_common import interpreting
 
         if x.device.type != "cuda" and not interpreting():
             return "it needs CUDA tensors (CPU tensors only under TRITON_INTERPRET=1)"
