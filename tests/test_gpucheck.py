@@ -53,6 +53,29 @@ def test_items_past_the_budget_are_recorded_as_skipped(tmp_path):
     assert "budget" in recs["selftest/sleep/1"]["detail"]
 
 
+def test_an_item_running_when_its_phase_ends_is_a_budget_skip_that_resume_reruns(tmp_path):
+    items = [_selftest("sleep", 0, seconds=60)]
+    first = tmp_path / "first"
+    _orchestrator(first, budget_s=3).run_phase("selftest", items)
+    rec = load(first / "gpucheck.jsonl")[0]
+    assert rec["status"] == "skip" and rec["budget"] and "budget" in rec["detail"]
+    second = tmp_path / "second"
+    _orchestrator(second, resume=first / "gpucheck.jsonl").run_phase(
+        "selftest", [_selftest("sleep", 0, seconds=0)])
+    assert latest(load(second / "gpucheck.jsonl"))[0]["status"] == "pass"
+
+
+def test_a_backend_that_hangs_twice_is_not_launched_again(tmp_path):
+    items = [dict(_selftest("sleep", n, limit_s=1, seconds=30), backend="x") for n in range(4)]
+    items.append(dict(_selftest("sleep", 9, seconds=0), backend="y"))
+    _orchestrator(tmp_path).run_phase("selftest", items)
+    recs = {r["id"]: r for r in load(tmp_path / "gpucheck.jsonl")}
+    assert [recs[f"selftest/sleep/{n}"]["status"] for n in range(4)] == ["hang", "hang", "skip",
+                                                                         "skip"]
+    assert "hung 2 times" in recs["selftest/sleep/2"]["detail"]
+    assert recs["selftest/sleep/9"]["status"] == "pass"
+
+
 def test_resume_skips_what_is_recorded_and_only_failed_reruns_the_failures(tmp_path):
     items = [_selftest("sleep", 0, seconds=0), _selftest("raise", 1)]
     first = tmp_path / "first"
@@ -70,16 +93,19 @@ def test_resume_skips_what_is_recorded_and_only_failed_reruns_the_failures(tmp_p
 
 def test_the_plan_covers_the_matrix_the_issue_asks_for():
     items = plan.items_for("correctness", dry_run=False)
-    parity = [it for it in items if it["kind"] == "parity"]
+    parity = [it for it in items if it["kind"] == "parity" and it["shape"]["H"] == 256]
     # 5 cells x 3 dtypes x 2 directions x 2 forms x 4 backends, less cupy-persistent's projection
     assert len(parity) == 5 * 3 * 2 * 2 * 4 - 3 * 2 * 2
     assert {it["shape"]["T"] for it in parity} == {64} and len({it["id"] for it in items}) == len(items)
+    # ... and triton-persistent's batch-tiled form, which H=256 is past, at H=32
+    tiled = [it for it in items if it["kind"] == "parity" and it["shape"]["H"] == 32]
+    assert len(tiled) == 5 * 3 * 2 * 2 and {it["backend"] for it in tiled} == {"triton-persistent"}
     limits = [it for it in items if it["kind"] == "limit"]
     assert {(it["form"], it["at"]) for it in limits} == {
         (f, a) for f in ("batch_tiled", "split", "cupy") for a in ("limit", "past")}
     assert {it["backend"] for it in items if it["kind"] == "determinism"} == set(plan.FUSED)
     assert "auto" in {it["backend"] for it in items if it["kind"] == "eval_backward"}
-    timing = plan.items_for("timing", dry_run=False)
+    timing = [it for it in plan.items_for("timing", dry_run=False) if it["kind"] == "timing"]
     cases = {(it["cell"], it["shape"]["B"], it["shape"]["T"], it["shape"]["H"], it["packed"],
               tuple(it["modes"])) for it in timing}
     assert ("lstm", 16, 1024, 768, False, ("fwd", "fwdbwd")) in cases
@@ -88,6 +114,8 @@ def test_the_plan_covers_the_matrix_the_issue_asks_for():
     assert {("lstm", 1, 1024, H, False, ("fwd",)) for H in (256, 768)} <= cases
     # every timing item's provider list starts with torch.nn, the ratios' baseline
     assert timing[0]["provider"] == "torch.nn"
+    decode = [it for it in plan.items_for("timing", dry_run=False) if it["kind"] == "cell_decode"]
+    assert {it["cell"] for it in decode} == {"lstm", "gru"}
 
 
 def test_dry_run_passes_every_triton_backend_and_cell(tmp_path):

@@ -32,9 +32,16 @@ def _nvidia_smi():
 def report(device):
     """``(status, detail)``: versions, and on a GPU its name, driver, SMs, L2 and the CuPy
     probe's result (``error`` if the probe cannot compile or computes wrong)."""
+    import datetime
+
     import triton
 
-    detail = dict(python=platform.python_version(), torch=torch.__version__,
+    from ..benchmark import current_commit
+
+    # When and from which commit: the report names its JSON after these, not after the day
+    # and checkout it is rebuilt on.
+    detail = dict(measured_at=datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                  commit=current_commit(), python=platform.python_version(), torch=torch.__version__,
                   triton=triton.__version__, numpy=numpy.__version__, cupy=_version("cupy"),
                   cpu_count=os.cpu_count(), interpret=os.environ.get("TRITON_INTERPRET", "0"))
     if device.type != "cuda":

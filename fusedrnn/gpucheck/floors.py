@@ -3,7 +3,7 @@
 * ``matmul``: dense matmul rate (bf16 and fp32; fp32 as the kernels run it, TF32 exactly when
   ``cudnn.allow_tf32``), random operands (METHOD: zeros run faster than real data);
 * ``hbm_copy``: device-to-device copy of 1 GiB, bytes read + written per second;
-* ``l2_read``: a read-only reduction over a buffer a quarter of the L2, repeated, so it is
+* ``l2_read``: one kernel passing 50 times over a buffer a quarter of the L2, so it is
   served from L2 — the bandwidth at which the hidden-split kernels re-read their W_hh slice;
 * ``launch_triton`` / ``launch_cupy``: microseconds per empty-kernel launch, back to back;
 * ``barrier_triton`` / ``barrier_cuda``: microseconds per grid barrier (the split kernels'
@@ -67,18 +67,19 @@ def hbm_copy(device):
 
 def l2_read(device):
     if device.type == "cuda":
-        l2 = torch.cuda.get_device_properties(device).L2_cache_size
-        size = l2 // 4
-        repeats_inside = 50
-    else:
-        size, repeats_inside = 2 ** 22, 10
+        # One Triton kernel passing over the buffer many times: separate reductions would
+        # measure the launch gaps, not the cache.
+        from ..kernels.triton import probe
+
+        size = torch.cuda.get_device_properties(device).L2_cache_size // 4
+        return {"gb_per_s": probe.l2_read_gbps(device, size), "bytes": size}
+    size, passes = 2 ** 22, 10
     buf = torch.randn(size // 4, device=device)
 
     def reads():
-        for _ in range(repeats_inside):
+        for _ in range(passes):
             buf.sum()
-    s = _seconds(device, reads)
-    return {"gb_per_s": size * repeats_inside / s / 1e9, "bytes": size}
+    return {"gb_per_s": size * passes / _seconds(device, reads) / 1e9, "bytes": size}
 
 
 def launch_triton(device):

@@ -26,6 +26,10 @@ MODE = {"lstm": "LSTM", "lstm_proj": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH
 # share is spent, and what an earlier phase leaves unused rolls over. Correctness comes before
 # timing because a wrong kernel's time means nothing.
 PHASE_END = {"env": 0.05, "floors": 0.15, "compile": 0.32, "correctness": 0.65, "timing": 1.0}
+# Per-item time limits (seconds). The compile phase has put every binary on disk by the time a
+# check runs, so a check that takes longer than CHECK_S is stuck, not compiling; a warm-up
+# compiles (measured on CPU: ~0.6 s per Triton kernel for sm_90, a few kernels per item).
+WARM_S, CHECK_S, LIMIT_S, TIMING_S = 120, 45, 120, 60
 
 
 def shapes(dry_run):
@@ -66,19 +70,25 @@ def floor_items(dry_run):
 
 def correctness_matrix(dry_run):
     """Every fused backend × cell × dtype × direction × input form at one shape (LSTM
-    projections only where the backend has them: not cupy-persistent)."""
-    shape = shapes(dry_run)
+    projections only where the backend has them: not cupy-persistent). On a GPU that width
+    (H=256) is past the batch-tiled persistent form's register limit, so ``triton-persistent``
+    runs the whole matrix a second time at H=32, which fits every dtype's batch-tiled form."""
     items = []
-    for cell in CELLS:
-        for dtype in DTYPES:
-            for bidirectional in (False, True):
-                for packed in (False, True):
-                    group = f"ref/{cell}/{dtype}/{bidirectional}/{packed}"
-                    for backend in FUSED:
-                        if cell == "lstm_proj" and backend == "cupy-persistent":
-                            continue
-                        items.append(_item("correctness", "parity", group, 90, backend, cell,
-                                           dtype, bidirectional, packed, shape))
+    sizes = [(shapes(dry_run), FUSED)]
+    if not dry_run:
+        sizes.append((dict(T=64, B=16, In=32, H=32), ("triton-persistent",)))
+    for shape, backends in sizes:
+        for cell in CELLS:
+            for dtype in DTYPES:
+                for bidirectional in (False, True):
+                    for packed in (False, True):
+                        group = f"ref/{cell}/{dtype}/{bidirectional}/{packed}/H{shape['H']}"
+                        for backend in backends:
+                            if cell == "lstm_proj" and backend == "cupy-persistent":
+                                continue
+                            items.append(_item("correctness", "parity", group, CHECK_S,
+                                               backend, cell, dtype, bidirectional, packed,
+                                               shape))
     return items
 
 
@@ -88,19 +98,20 @@ def limit_items(dry_run):
     cupy-persistent: must raise the ValueError that names the limit). The limits are computed
     on the device by the worker (``at`` = "limit" or "past")."""
     items = []
-    T, B = (2, 2) if dry_run else (8, 16)
+    # Small T and B: at the hidden-split limit (4224 units) the float64 oracle is the cost.
+    T, B = (2, 2) if dry_run else (4, 4)
     for form, backend in (("batch_tiled", "triton-persistent"), ("split", "triton-persistent"),
                           ("cupy", "cupy-persistent")):
         for cell in ("lstm", "gru", "rnn_tanh"):
             for at in ("limit", "past"):
-                items.append(_item("correctness", "limit", f"limit/{form}/{cell}", 180, backend,
+                items.append(_item("correctness", "limit", f"limit/{form}/{cell}", LIMIT_S, backend,
                                    cell, "bf16", False, False, dict(T=T, B=B), form=form, at=at))
     return items
 
 
 def determinism_items(dry_run):
     shape = shapes(dry_run)
-    return [_item("correctness", "determinism", "determinism", 90, b, "lstm", "bf16", True,
+    return [_item("correctness", "determinism", "determinism", CHECK_S, b, "lstm", "bf16", True,
                   True, shape) for b in FUSED]
 
 
@@ -108,7 +119,7 @@ def eval_backward_items(dry_run):
     """Backward in eval mode (cuDNN refuses it): every backend, ``"auto"`` included, must
     differentiate and match the reference."""
     shape = shapes(dry_run)
-    return [_item("correctness", "eval_backward", "eval_backward", 90, b, "lstm", "fp32", False,
+    return [_item("correctness", "eval_backward", "eval_backward", CHECK_S, b, "lstm", "fp32", False,
                   False, shape) for b in ("auto",) + FUSED]
 
 
@@ -133,12 +144,17 @@ def timing_items(dry_run, peaks=None, providers=None):
     items = []
     for case, modes in timing_cases(dry_run):
         for provider in providers or timing.providers():
-            items.append(_item("timing", "timing", f"timing/{case.id}", 240,
+            items.append(_item("timing", "timing", f"timing/{case.id}", TIMING_S,
                                provider.split(":")[-1], case.cell, case.dtype,
                                case.bidirectional, case.packed,
                                dict(T=case.seq_len, B=case.batch, In=case.input_size,
                                     H=case.hidden_size),
                                provider=provider, modes=list(modes), peaks=peaks or {}))
+    # The cells' 256-step decode loop (fusedrnn cell vs torch.nn's, eager and CUDA-graph).
+    shape = dict(T=4, B=2, In=8, H=8) if dry_run else dict(T=256, B=0, In=1024, H=1024)
+    for cell in ("lstm", "gru"):
+        items.append(_item("timing", "cell_decode", "timing/cells", TIMING_S, "triton-step", cell,
+                           "fp32" if dry_run else "bf16", shape=shape))
     return items
 
 
@@ -151,12 +167,12 @@ def warm_items(dry_run):
     items = []
     for it in correctness_matrix(dry_run):
         items.append(_item("compile", "warm", f"warm/{it['backend']}/{it['cell']}/{it['dtype']}",
-                           240, it["backend"], it["cell"], it["dtype"], it["bidirectional"],
+                           WARM_S, it["backend"], it["cell"], it["dtype"], it["bidirectional"],
                            it["packed"], it["shape"]))
     for case, _ in timing_cases(dry_run):
         for backend in FUSED:
             shape = dict(T=16, B=case.batch, In=case.input_size, H=case.hidden_size)
-            items.append(_item("compile", "warm", f"warm/{backend}/{case.cell}/{case.dtype}", 240,
+            items.append(_item("compile", "warm", f"warm/{backend}/{case.cell}/{case.dtype}", WARM_S,
                                backend, case.cell, case.dtype, case.bidirectional, case.packed,
                                shape))
     return items

@@ -51,7 +51,7 @@ def bench_report(recs):
     ``extra_info``; ``vs_torch`` from torch.nn's median of the same case and mode)."""
     rows = []
     for r in recs:
-        if r["phase"] != "timing" or r["status"] != "pass":
+        if r["kind"] != "timing" or r["status"] != "pass":
             continue
         for mode, m in r["detail"].items():
             info = dict(m["extra_info"], pid=r.get("pid"))
@@ -67,9 +67,13 @@ def bench_report(recs):
     peaks = {r["dtype"]: {"matmul_flops": r["detail"]["tflops"] * 1e12,
                           "copy_bytes_per_s": copy * 1e9}
              for r in floors.values() if r["kind"] == "matmul"}
-    return {"benchmarks": rows, "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+    env = next((r["detail"] for r in recs if r["phase"] == "env"
+                and isinstance(r["detail"], dict)), {})
+    when = env.get("measured_at") or datetime.datetime.now(datetime.timezone.utc).isoformat()
+    return {"benchmarks": rows, "datetime": when,
             "fusedrnn": {"device": _device(recs), "peaks": peaks,
-                         "commit": benchmark.current_commit(), "source": "gpucheck"}}
+                         "commit": env.get("commit") or benchmark.current_commit(),
+                         "source": "gpucheck"}}
 
 
 def _fmt(detail, limit=110):
@@ -127,6 +131,13 @@ def markdown(recs, bench_path=None):
             lines += [f"Bench JSON: `{Path(bench_path).name}` (publish with `python -m fusedrnn "
                       f"bench --from-json <it> --update-readme`).", ""]
         lines += ["```", benchmark.table(report), "```"]
+    decode = [row for r in recs if r["kind"] == "cell_decode" and r["status"] == "pass"
+              for row in r["detail"]["rows"]]
+    if decode:
+        from ..cell_bench import table as decode_table
+
+        lines += ["", "## Cell decode loop (256 steps; vs torch.nn > 1: fusedrnn faster)", "",
+                  decode_table(decode)]
     skipped = Counter(_fmt(r["detail"], 90) for r in recs if r["status"] == "skip")
     if skipped:
         lines += ["", "## Skips by reason", ""]

@@ -19,7 +19,7 @@ from .records import Skip
 
 MIN_ROUNDS = 10
 WARMUP = 3
-TARGET_S = 2.0      # time per mode beyond the minimum rounds: more rounds for fast cases
+TARGET_S = 1.0      # time per mode beyond the minimum rounds: more rounds for fast cases
 
 
 def case_of(item):
@@ -93,3 +93,22 @@ def _peaks(peaks, dtype, device):
         p = peaks[dtype]
         return p["matmul_flops"], p["copy_bytes_per_s"]
     return benchmark.measure_peaks(device, benchmark.DTYPES[dtype])
+
+
+def cell_decode(item, device):
+    """The cells' decode loop (``fusedrnn.cell_bench``): on a GPU the issue's grid (B 1 and 64,
+    H = In = 1024, bf16, 256 steps, eager and CUDA-graph); on the CPU a tiny eager loop on
+    ``"torch"`` (an interpreted Triton cell is not kernel speed), which checks the plumbing."""
+    from .. import cell_bench
+
+    if device.type == "cuda":
+        grid = dict(cell_bench.ISSUE_GRID, cells=(item["cell"],))
+        rows = cell_bench.decode_rows(device, **grid, modes=cell_bench.MODES,
+                                      backend=item["backend"], runs=MIN_ROUNDS)
+    else:
+        s = item["shape"]
+        rows = cell_bench.decode_rows(device, cells=(item["cell"],), batches=(s["B"],),
+                                      hidden=s["H"], input_size=s["In"], steps=s["T"],
+                                      dtype=torch.float32, modes=("eager",), backend="torch",
+                                      runs=MIN_ROUNDS)
+    return "pass", {"rows": rows}
