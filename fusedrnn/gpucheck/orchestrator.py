@@ -40,6 +40,18 @@ STARTUP_S = 90
 # After an item's end, the next start must follow quickly: what runs between is bookkeeping.
 BETWEEN_ITEMS_S = 30
 HANGS_BEFORE_GIVING_UP = 2
+# Hidden sizes above this are past every batch-tiled persistent limit (MAX_HIDDEN ≤ 128), so a
+# hang there says nothing about the narrow form, and is counted apart.
+WIDE_H = 128
+
+
+def _hang_key(item):
+    """What a hang condemns: the backend, narrow or wide (for triton-persistent the two forms;
+    one of them deadlocking must not stop the other)."""
+    if not item.get("backend"):
+        return None
+    wide = item.get("shape", {}).get("H", 0) > WIDE_H
+    return f"{item['backend']} ({'H > ' if wide else 'H ≤ '}{WIDE_H})"
 
 
 def _die_with_parent():
@@ -152,10 +164,14 @@ class Orchestrator:
             env.pop("TRITON_INTERPRET", None)
         return env
 
-    def _given_up(self, item):
-        hung = self._hangs.get(item.get("backend"), [])
-        if item.get("backend") and len(hung) >= HANGS_BEFORE_GIVING_UP:
-            return f"not launched: backend {item['backend']!r} hung {len(hung)} times ({', '.join(hung)})"
+    def _given_up(self, item, phase):
+        """Why ``item`` is not launched, or None: its backend (and width) hung twice already,
+        or once before the timing phase, which runs in one worker and has no time to lose."""
+        key = _hang_key(item)
+        hung = self._hangs.get(key, [])
+        enough = 1 if phase == "timing" else HANGS_BEFORE_GIVING_UP
+        if key and len(hung) >= enough:
+            return f"not launched: {key} hung {len(hung)} times ({', '.join(hung)})"
         return None
 
     def _run_slot(self, slot, items, phase):
@@ -168,7 +184,7 @@ class Orchestrator:
                 return
             runnable = []
             for it in pending:
-                reason = self._given_up(it)
+                reason = self._given_up(it, phase)
                 if reason:
                     self._finish(record(it, "skip", reason, 0))
                 else:
@@ -249,7 +265,7 @@ class Orchestrator:
             self._finish(record(item, "hang", f"no result within {now - started:.0f} s (limit "
                                 f"{item['limit_s']} s); worker killed", now - started))
             with self._lock:
-                self._hangs.setdefault(item.get("backend"), []).append(item["id"])
+                self._hangs.setdefault(_hang_key(item), []).append(item["id"])
         finished.add(current)
 
     def _on_exit(self, proc, items, finished, current, started, log_path):
