@@ -15,11 +15,11 @@ from fusedrnn.kernels.triton.aot_compile import DTYPES, compile_all, specializat
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dtypes", nargs="*", choices=DTYPES, default=list(DTYPES))
+    parser.add_argument("dtypes", nargs="*", choices=DTYPES, help="default: all")
     parser.add_argument("--jobs", type=int, default=None, help="worker processes (all cores)")
     args = parser.parse_args()
     start = time.perf_counter()
-    specs = specializations(args.dtypes)
+    specs = specializations(args.dtypes or DTYPES)
     rows = compile_all(specs, args.jobs)
     for row in rows:
         if "error" in row:
