@@ -15,9 +15,12 @@ from fusedrnn.kernels.triton.aot_compile import DTYPES, compile_all, specializat
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dtypes", nargs="*", choices=DTYPES, help="default: all")
+    # no argparse choices: Python 3.11 checks an empty "*" list against them and refuses it
+    parser.add_argument("dtypes", nargs="*", metavar="DTYPE", help=f"of {DTYPES}; default all")
     parser.add_argument("--jobs", type=int, default=None, help="worker processes (all cores)")
     args = parser.parse_args()
+    if set(args.dtypes) - set(DTYPES):
+        parser.error(f"dtypes must be among {DTYPES}, not {args.dtypes}")
     start = time.perf_counter()
     specs = specializations(args.dtypes or DTYPES)
     rows = compile_all(specs, args.jobs)

@@ -65,3 +65,21 @@ def test_specializations_follow_the_launch_configuration():
     assert dict(ieee.constexprs)["HP"] == lstm_persistent.MAX_HIDDEN["fp32-ieee"]
     assert dict(ieee.constexprs)["PRECISION"] == "ieee"
     assert dict(ieee.options) == {"num_warps": lstm_persistent.NUM_WARPS}
+
+
+def test_a_failing_compile_is_reported_in_its_row_not_hidden():
+    """compile_all returns the error of a broken specialization (here a pointer of an unknown
+    element type) beside the others' results; in this process (TRITON_INTERPRET=1 on CPU) the
+    kernels are interpreted, which compile_one refuses by name."""
+    import dataclasses
+    import os
+
+    good = aot_compile.specializations(["fp16"], families=("step",))[-1]      # rnn_step_bwd
+    broken = dataclasses.replace(good, signature=tuple(
+        (k, "*fp99" if k == "p_whh" else v) for k, v in good.signature))
+    rows = aot_compile.compile_all([broken, good], jobs=1)
+    assert "error" in rows[0] and "fp99" in rows[0]["error"], rows[0]
+    assert "error" not in rows[1] and rows[1]["sm90"], rows[1]
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        with pytest.raises(RuntimeError, match="not a JITFunction"):
+            aot_compile.compile_one(good)
