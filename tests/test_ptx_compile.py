@@ -24,7 +24,8 @@ def rows():
     """All specializations compiled once, on 2 workers (CI's cores); Triton's cache makes a
     rerun fast."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TRITON_DEFAULT_FP_FUSION", "1")  # today's default, stated to silence 3.9's notice
+        # today's default, stated to silence Triton 3.9's notice about it
+        mp.setenv("TRITON_DEFAULT_FP_FUSION", "1")
         specs = aot_compile.specializations()
         return dict(zip(specs, aot_compile.compile_all(specs, jobs=2)))
 

@@ -70,8 +70,10 @@ PERSISTENT = [
     ("rnn_persistent", "rnn_persistent_bwd_kernel", True, {"RELU": (False,)}),
 ]
 SPLIT = [
-    ("lstm_persistent_split", "lstm_persistent_split_fwd_kernel", False, {"HAS_PROJ": (False, True)}),
-    ("lstm_persistent_split", "lstm_persistent_split_bwd_kernel", True, {"HAS_PROJ": (False, True)}),
+    ("lstm_persistent_split", "lstm_persistent_split_fwd_kernel", False,
+     {"HAS_PROJ": (False, True)}),
+    ("lstm_persistent_split", "lstm_persistent_split_bwd_kernel", True,
+     {"HAS_PROJ": (False, True)}),
     ("gru_persistent_split", "gru_persistent_split_fwd_kernel", False, {"HAS_BHN": (True,)}),
     ("gru_persistent_split", "gru_persistent_split_bwd_kernel", True, {}),
     ("rnn_persistent_split", "rnn_persistent_split_fwd_kernel", False, {"RELU": (False,)}),

@@ -33,7 +33,7 @@ def version_tuple(version):
 
 
 def fix_needed(triton_version, numpy_version, interpreting):
-    """Whether this combination meets the ``__index__`` bug (version strings, as ``__version__``)."""
+    """Whether this combination meets the ``__index__`` bug (versions as in ``__version__``)."""
     return (interpreting and version_tuple(triton_version) < FIXED_IN_TRITON
             and version_tuple(numpy_version) >= BROKEN_FROM_NUMPY)
 
