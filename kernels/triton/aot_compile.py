@@ -242,7 +242,10 @@ def compile_all(specs, jobs=None):
 
     Returns one dict per spec as ``compile_one``'s, or with ``error`` (the exception's type and
     message) in place of the measurements where a compile failed. Workers start with
-    ``TRITON_INTERPRET`` unset, so they import real ``JITFunction`` kernels.
+    ``TRITON_INTERPRET`` unset, so they import real ``JITFunction`` kernels: it is removed from
+    ``os.environ`` while the pool runs (a spawned child copies the parent's environment and may
+    import the parent's main module before any initializer could unset it), so do not launch
+    interpreted kernels from another thread meanwhile (``launch_common.interpreting`` reads it).
     """
     jobs = max(1, min(jobs or os.cpu_count(), len(specs)))   # each worker imports torch: ~2 s
     context = multiprocessing.get_context("spawn")
