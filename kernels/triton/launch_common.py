@@ -5,6 +5,11 @@ import os
 import torch
 import triton
 
+from .interpreter_compat import ensure_interpreter_works
+
+# Before any kernel launches: Triton < 3.8's interpreter needs a fix to run with NumPy >= 2.4.
+INTERPRETER_FIXED = ensure_interpreter_works()
+
 # Block-size rule: tl.dot needs every tile side ≥ 16 on NVIDIA GPUs; 16 rows cover the small
 # batches recurrent models run at, 32 hidden units × 32-wide K chunks keep register use low.
 # Untuned first rule (no GPU measurement yet); a benchmark must replace it.
@@ -27,8 +32,13 @@ def dot_mode(dtype, backward=False):
     """
     if interpreting():
         return True, "ieee"
+    return compiled_dot_mode(dtype, backward, torch.backends.cudnn.allow_tf32)
+
+
+def compiled_dot_mode(dtype, backward, allow_tf32):
+    """``dot_mode`` on a GPU, with cuDNN's TF32 switch given (``aot_compile`` enumerates both)."""
     if dtype == torch.float32:
-        return True, ("tf32" if torch.backends.cudnn.allow_tf32 else "ieee")
+        return True, ("tf32" if allow_tf32 else "ieee")
     if dtype == torch.float16 and backward:
         return True, "tf32"
     return False, "ieee"
