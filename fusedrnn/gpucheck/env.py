@@ -44,6 +44,9 @@ def report(device):
                   commit=current_commit(), python=platform.python_version(), torch=torch.__version__,
                   triton=triton.__version__, numpy=numpy.__version__, cupy=_version("cupy"),
                   cpu_count=os.cpu_count(), interpret=os.environ.get("TRITON_INTERPRET", "0"))
+    from ..kernels.triton.launch_common import INTERPRETER_FIXED
+
+    detail["interpreter_numpy_fix"] = bool(INTERPRETER_FIXED)   # kernels/triton/interpreter_compat
     if device.type != "cuda":
         detail["device"] = "cpu (dry run: no GPU)"
         return "pass", detail
