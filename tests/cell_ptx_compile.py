@@ -13,7 +13,7 @@ from triton.compiler import ASTSource
 
 from fusedrnn.kernels.triton import cell_step
 from fusedrnn.kernels.triton.launch_common import BB, BH, BK
-from ptx_compile import resources
+from fusedrnn.kernels.triton.aot_compile import resources
 
 # Buffers that are fp32 whatever the model's dtype: the workspace and the gate gradients.
 FP32_BUFFERS = {"p_ws", "p_dg", "p_dgi", "p_dgh", "p_direct"}
@@ -50,7 +50,7 @@ def main(dtype):
                                       target=GPUTarget("cuda", 90, 32))
             ptx = compiled.asm["ptx"]
             assert ".target sm_90" in ptx, fn.__name__
-            regs, stack = resources(compiled)
+            regs, stack = resources(compiled.asm["cubin"])
             flags = ",".join(f"{k}={v}" for k, v in variant.items()) or "-"
             print(fn.__name__, flags, len(ptx), regs, stack, flush=True)
 

@@ -39,7 +39,7 @@ def test_specializations_are_picklable_and_distinct():
 
 @pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16"])
 def test_kernels_compile_to_sm90_and_persistent_ones_do_not_spill(rows, dtype):
-    mine = [r for s, r in rows.items() if s.dtype == dtype]
+    mine = [r for s, r in rows.items() if s.dtype == dtype and s.family != "probe"]
     report = "\n".join(str(r) for r in mine)
     assert [r for r in mine if "error" in r] == [], report
     for family, n in EXPECTED.items():
@@ -50,6 +50,14 @@ def test_kernels_compile_to_sm90_and_persistent_ones_do_not_spill(rows, dtype):
     assert all(r["stack_bytes"] <= SPLIT_STACK_ALLOWANCE for r in mine if r["family"] == "split"), \
         report
     assert all(r["barrier"] for r in mine if r["family"] == "split"), report
+
+
+def test_the_gpu_checks_probes_compile_and_the_barrier_probe_lowers_like_the_split_kernels(rows):
+    probes = {r["kernel"]: r for s, r in rows.items() if s.family == "probe"}
+    assert set(probes) == {"probe_empty_kernel", "probe_barrier_kernel", "probe_read_kernel"}
+    assert all("error" not in r and r["sm90"] and r["stack_bytes"] == 0
+               for r in probes.values()), probes
+    assert probes["probe_barrier_kernel"]["barrier"], probes["probe_barrier_kernel"]
 
 
 def test_specializations_follow_the_launch_configuration():

@@ -80,6 +80,17 @@ SPLIT = [
     ("rnn_persistent_split", "rnn_persistent_split_bwd_kernel", True, {"RELU": (False,)}),
 ]
 
+# The GPU check's probes (kernels/triton/probe.py): dtype-independent, compiled once (fp32 key),
+# as the check launches them: the barrier probe cooperatively with the split kernels' warps.
+PROBE = [  # (kernel, signature, constexprs, options)
+    ("probe_empty_kernel", (("p_unused", "*fp32"),), (), ()),
+    ("probe_barrier_kernel", (("p_bar", "*i32"), ("p_out", "*i32"), ("rounds", "i32")), (),
+     (("num_warps", 8), ("launch_cooperative_grid", True))),
+    ("probe_read_kernel", (("p_buf", "*fp32"), ("p_out", "*fp32"), ("N", "i32"),
+                           ("rounds", "i32"), ("BLOCK", "constexpr")), (("BLOCK", 4096),),
+     (("num_warps", 8),)),
+]
+
 # The grid barrier as split_common documents it: arrival by a GPU-scope acq_rel atomic add,
 # waiting by a GPU-scope acquire load, release of the flag by a GPU-scope release exchange,
 # each issued by one thread (predicated) between CTA barriers.
@@ -92,7 +103,7 @@ class Specialization:
     """One kernel compile: everything ``triton.compile`` needs, as plain picklable values."""
     module: str          # "fusedrnn.kernels.triton.lstm_step"
     kernel: str          # "lstm_step_fwd_kernel"
-    family: str          # "step" | "persistent" | "split"
+    family: str          # "step" | "persistent" | "split" | "probe"
     dtype: str           # "fp32" | "fp16" | "bf16"
     dot_key: str         # persistent_common.DOT_KEYS entry the launch selects
     flags: tuple         # ((constexpr, value), ...): the switched constexprs of this variant
@@ -132,12 +143,16 @@ def _variants(module, kernel, family, dtype, dot_key, base, choices, options):
                              tuple(options.items()))
 
 
-def specializations(dtypes=DTYPES, families=("step", "persistent", "split")):
+def specializations(dtypes=DTYPES, families=("step", "persistent", "split", "probe")):
     """Every specialization of the listed families for ``dtypes`` (subset of ``DTYPES``), in a
-    stable order: per dtype, per dot key, step → persistent → split."""
+    stable order: the probes once, then per dtype, per dot key, step → persistent → split."""
     from . import launch_common, persistent_common, split_common
 
     specs = []
+    if "probe" in families:
+        specs += [Specialization(f"{PACKAGE}.probe", kernel, "probe", "fp32", "fp32-ieee", (),
+                                 constexprs, signature, options)
+                  for kernel, signature, constexprs, options in PROBE]
     for dtype in dtypes:
         torch_dtype = TORCH_DTYPES[dtype]
         for dot_key, allow_tf32 in DOT_KEYS[dtype]:
@@ -209,7 +224,8 @@ def compile_one(spec):
     return {"name": spec.name, "kernel": spec.kernel, "family": spec.family, "dtype": spec.dtype,
             "dot_key": spec.dot_key, "flags": dict(spec.flags), "ptx_bytes": len(ptx),
             "sm90": ".target sm_90" in ptx, "registers": registers, "stack_bytes": stack,
-            "barrier": grid_barrier_lowered(ptx) if spec.family == "split" else None,
+            "barrier": grid_barrier_lowered(ptx) if spec.kernel == "probe_barrier_kernel"
+            or spec.family == "split" else None,
             "seconds": seconds}
 
 

@@ -54,7 +54,7 @@ def _product(acc, p_a, o_b, m_b, K, p_w, p_bias, g, o_j, m_j, H,
     Chaining the input and the recurrent product into one accumulator keeps one tile live per
     gate instead of two."""
     o_w = (g * H + o_j).to(tl.int64) * K                                           # [BH]
-    acc = rows_dot(acc, p_a, o_b * K, m_b, K, p_w, o_w, m_j, 1, BK, DOT_FP32, PRECISION)
+    acc = rows_dot(acc, p_a, o_b * K, m_b, K, p_w, o_w, m_j, 1, BK, DOT_FP32, PRECISION, "")
     if HAS_BIAS:
         acc += tl.load(p_bias + g * H + o_j, mask=m_j, other=0.0).to(tl.float32)[None, :]
     return acc

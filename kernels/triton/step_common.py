@@ -65,14 +65,17 @@ def step_tile(b_tile, n_tile, d, s, p_len, n_active, n_cols, BB: tl.constexpr, B
 @triton.jit
 def rows_dot(acc, p_a, o_a, m_a, K, p_w, o_wn, m_n, stride_wk,
              BK: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
-             CACHE: tl.constexpr = ""):
+             CACHE: tl.constexpr):
     """``acc[BB, BN] += A[rows, :K] @ Wtile[:K, cols]``.
 
     ``o_a [BB]`` are the offsets of each A row (row-dependent times are folded in), ``o_wn [BN]``
     the offsets of each W column, ``stride_wk`` the step between consecutive k of W.
     ``DOT_FP32`` casts both operands to fp32 (the interpreter's bf16 dot is wrong; fp32 models).
     ``CACHE`` is A's load cache modifier: ".cg" where other programs wrote A during this launch
-    (a hint: the pipeliner may issue the load as ``cp.async.ca``; see ``split_common``).
+    (a hint: the pipeliner may issue the load as ``cp.async.ca``; see ``split_common``), ""
+    otherwise. It has no default on purpose: Triton 3.6 (the GPU machine's) passes a nested
+    jit function's string default as a plain ``str`` and fails to compile
+    ("'str' object has no attribute 'type'"), which only its sm_90 compile check shows.
     """
     for k0 in range(0, K, BK):
         o_k = k0 + tl.arange(0, BK)
