@@ -4,13 +4,17 @@ Runs on any device and is the CPU default. In eager mode :func:`run` is called d
 torch's autograd differentiates it. Under ``torch.compile`` the layer goes through the
 ``fusedrnn::layer_forward`` custom op instead (inductor cannot compile ``_VF.lstm`` on CPU), and
 there the backward re-runs the forward under ``torch.func.vjp``, since nothing of torch's
-autograd graph can cross the op boundary.
+autograd graph can cross the op boundary: ``_VF`` itself for padded input, the composite layer
+(:mod:`fusedrnn.composite`) for variable-length input, whose packed ``_VF`` path reads raw
+data pointers that functorch's wrapped tensors do not have.
 """
 
 import warnings
 
 import torch
 from torch import _VF
+
+from .. import composite
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 _VF_FN = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
@@ -48,13 +52,6 @@ class TorchBackend:
         return (0,), x.dtype
 
     def forward(self, cfg, x, lengths, h0, c0, weights):
-        if lengths is not None:
-            # The op path's backward re-runs the layer under torch.func.vjp, and _VF's packed
-            # path reads raw data pointers, which functorch's wrapped tensors do not have.
-            raise NotImplementedError(
-                "backend 'torch' cannot run variable-length (packed) input inside "
-                "torch.compile; use it eagerly or pick backend='reference'"
-            )
         with torch.no_grad():
             y, h_n, c_n = run(cfg, x, lengths, h0, c0, weights)
         return y, h_n, (c_n if c_n is not None else x.new_empty(0)), x.new_empty(0)
@@ -62,8 +59,10 @@ class TorchBackend:
     def backward(self, cfg, x, lengths, h0, c0, weights, y, workspace, dy, dh_n, dc_n):
         # torch.func.vjp rather than torch.autograd.grad: inside a custom op's kernel the
         # autograd dispatch keys are excluded, but functorch's transform still records.
+        layer_fn = run if lengths is None else composite.layer
+
         def layer(x, h0, weights, *c0):
-            y, h_n, c_n = run(cfg, x, lengths, h0, c0[0] if c0 else None, weights)
+            y, h_n, c_n = layer_fn(cfg, x, lengths, h0, c0[0] if c0 else None, weights)
             return (y, h_n, c_n) if cfg.has_cell_state else (y, h_n)
 
         primals = (x, h0, list(weights)) + ((c0,) if cfg.has_cell_state else ())
