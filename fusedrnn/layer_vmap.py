@@ -11,9 +11,16 @@ N is the vmapped size; the op's own dimensions are as in :mod:`fusedrnn.layer_op
 * Per-sample weights, and every ``layer_backward``: one op call per sample, results stacked.
   The backward cannot fold: its weight gradients are sums over the batch, and a vmapped caller
   (per-sample gradients, ``jacrev``) wants one per sample.
+* ``layer_backward`` under the *legacy* vmap (``torch._vmap_internals``, which ``gradcheck``'s
+  ``check_batched_grad`` and ``autograd.grad(..., is_grads_batched=True)`` use): its batched
+  tensors cannot be unwrapped from Python, so the kernel for that dispatch key differentiates
+  the composite layer, whose aten ops all batch.
 """
 
 import torch
+
+from . import composite
+from .layer_config import LayerConfig
 
 
 def _take(t, bdim, i):
@@ -95,5 +102,20 @@ def _backward_rule(info, in_dims, dy, dh_n, dc_n, x, lengths, h0, c0, weights, y
     return stacked, (0, 0, 0, [0] * len(weights))
 
 
+def _legacy_batched_backward(dy, dh_n, dc_n, x, lengths, h0, c0, weights, y, workspace, mode,
+                             backend, bidirectional, has_bias, has_proj):
+    cfg = LayerConfig(mode, bidirectional, has_bias, has_proj)
+    lstm = cfg.has_cell_state
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_() for t in [x, h0] + ([c0] if lstm else []) + list(weights)]
+        k = 3 if lstm else 2
+        outs = composite.layer(cfg, leaves[0], lengths, leaves[1], leaves[2] if lstm else None,
+                               leaves[k:])
+        grads = torch.autograd.grad([o for o in outs if o is not None], leaves,
+                                    [dy, dh_n] + ([dc_n] if lstm else []))
+    return grads[0], grads[1], (grads[2] if lstm else x.new_empty(0)), list(grads[k:])
+
+
+torch.library.impl("fusedrnn::layer_backward", "Batched")(_legacy_batched_backward)
 torch.library.register_vmap("fusedrnn::layer_forward", _forward_rule)
 torch.library.register_vmap("fusedrnn::layer_backward", _backward_rule)

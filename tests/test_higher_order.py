@@ -39,8 +39,8 @@ def test_gradgradcheck_float64(backend, route, cfg, lengths):
     x, lens, h0, c0, weights = layer_inputs(cfg, T=2, B=2, In=2, H=3, P=2, lengths=lengths)
     f = _layer_fn(cfg, backend, lens, route)
     inputs = tuple(leaves_of(x, h0, c0, weights))
-    assert torch.autograd.gradcheck(f, inputs, fast_mode=True)
-    assert torch.autograd.gradgradcheck(f, inputs, fast_mode=True)
+    assert torch.autograd.gradcheck(f, inputs, fast_mode=True, check_batched_grad=True)
+    assert torch.autograd.gradgradcheck(f, inputs, fast_mode=True, check_batched_grad=True)
 
 
 def test_gradgradcheck_full_jacobian_on_one_case():
