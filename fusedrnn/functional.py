@@ -17,14 +17,16 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from . import validation
 from .backends import registry as backend_registry
+from .backends import torch_native
 from .layer_config import GATES, LayerConfig
 from .layer_op import run_layer
 
 _NAMES = {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
-# Which cells torch's autocast runs in the lower precision (float64 never is). CPU: measured
-# on torch 2.13 (its CPU autocast list has lstm and rnn_tanh/relu, not gru). CUDA: every cell,
-# since all go through _cudnn_rnn, which is on the CUDA lower-precision list (not yet checked
-# on a GPU here).
+# Which cells torch's autocast runs wholly in the lower precision (float64 never is). CPU:
+# measured on torch 2.13 (its CPU autocast list has lstm and rnn_tanh/relu, not gru; its CPU
+# GRU is a composite whose aten::linear calls autocast casts, so the matmuls and gates run in
+# bf16 and the state update in fp32, output fp32). CUDA: every cell, since all go through
+# _cudnn_rnn, which is on the CUDA lower-precision list (not yet checked on a GPU here).
 _AUTOCAST_MODES = {"cpu": {"LSTM", "RNN_TANH", "RNN_RELU"},
                    "cuda": {"LSTM", "GRU", "RNN_TANH", "RNN_RELU"}}
 
@@ -144,33 +146,50 @@ def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout,
     for s, width, msg in zip(states, widths, msgs):
         validation.check_hidden_size(s, (num_layers * D, B, width), msg)
 
-    if packed:
-        x, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))
+    validation.check_sequence_length(len(batch_sizes) if packed
+                                     else check_input_data.shape[1 if batch_first else 0])
+    backend_obj = backend_registry.resolve(backend, cfg, check_input_data, weights)
+
+    # --- "torch" in eager mode: torch's own entry point, nothing repacked or re-padded -------
+    if backend_obj.name == "torch" and torch_native.can_pass_through():
+        validation.check_state_tensors(check_input_data, states)
+        validation.check_weights_device(check_input_data, weights)
+        validation.check_weights_dtype(weights)
+        output, final_states = torch_native.run_stack(
+            mode, input if not packed else data, batch_sizes, states, weights,
+            num_layers=num_layers, bias=bias, batch_first=batch_first, dropout=dropout,
+            training=training, bidirectional=bidirectional)
+        batch_first = False if not packed else batch_first   # _VF already honoured it
+        lengths = None
     else:
-        x, lengths = (input.transpose(0, 1) if batch_first else input), None
-    validation.check_sequence_length(x.shape[0])
+        if packed:
+            x, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))
+        else:
+            x, lengths = (input.transpose(0, 1) if batch_first else input), None
 
-    # --- autocast: run in the autocast dtype, as torch's autocast does for _VF.lstm ---------
-    device_type = x.device.type
-    if (torch.is_autocast_enabled(device_type) and mode in _AUTOCAST_MODES.get(device_type, ())
-            and x.dtype in (torch.float32, torch.float16, torch.bfloat16)):
-        low = torch.get_autocast_dtype(device_type)
-        x, states, weights = x.to(low), [s.to(low) for s in states], [w.to(low) for w in weights]
-    validation.check_state_tensors(x, states)
-    validation.check_weights_device(x, weights)
-    validation.check_weights_dtype(weights)
-
-    backend_obj = backend_registry.resolve(backend, cfg, x, weights)
-
-    with torch.autocast(device_type, enabled=False):
-        output, final_states = _run_stack(cfg, backend_obj.name, x, lengths, states, weights,
-                                          num_layers, dropout if training else 0.0)
+        # --- autocast: torch's policy per device and cell (see _AUTOCAST_MODES) ---------------
+        device_type = x.device.type
+        autocast_on = torch.is_autocast_enabled(device_type)
+        if (autocast_on and mode in _AUTOCAST_MODES.get(device_type, ())
+                and x.dtype in (torch.float32, torch.float16, torch.bfloat16)):
+            low = torch.get_autocast_dtype(device_type)
+            x, states, weights = x.to(low), [s.to(low) for s in states], [w.to(low) for w in weights]
+        validation.check_state_tensors(x, states)
+        validation.check_weights_device(x, weights)
+        validation.check_weights_dtype(weights)
+        # A cell off the autocast list (CPU GRU) keeps autocast on for backend "torch", whose
+        # composite CPU kernel then runs its matmuls in the low dtype exactly as torch.nn does.
+        keep_autocast = autocast_on and backend_obj.name == "torch"
+        with torch.autocast(device_type, enabled=keep_autocast):
+            output, final_states = _run_stack(cfg, backend_obj.name, x, lengths, states, weights,
+                                              num_layers, dropout if training else 0.0)
 
     # --- back to the caller's form -----------------------------------------------------------
     if unsorted_indices is not None:
         final_states = [_apply_permutation(h, unsorted_indices) for h in final_states]
     if packed:
-        out_data = pack_padded_sequence(output, lengths, enforce_sorted=True).data
+        out_data = output if lengths is None else pack_padded_sequence(
+            output, lengths, enforce_sorted=True).data
         output = PackedSequence(out_data, batch_sizes, sorted_indices, unsorted_indices)
     else:
         if batch_first:

@@ -20,6 +20,48 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 _VF_FN = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
 
 
+def training_kernels(training, tensors):
+    """The ``train`` flag handed to ``_VF``: the eval-mode backward routing rule.
+
+    ``train`` only matters to cuDNN, whose backward needs the reserve space of its training-mode
+    forward and otherwise refuses ("cudnn RNN backward can only be called in training mode").
+    torch.nn passes ``module.training``; fusedrnn passes True also in eval mode whenever autograd
+    will differentiate the call (grad mode on and any input requiring grad), so eval-mode
+    backward (adversarial examples, Captum attributions) works. Dropout is decided separately
+    (zero in eval mode), so the numbers are the eval-mode ones either way.
+    """
+    return training or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
+def can_pass_through():
+    """Whether a stack on backend "torch" may call ``_VF`` directly (:func:`run_stack`): eager
+    mode outside any ``torch.func`` transform. Under ``torch.compile``/``torch.export`` the
+    layers go through the custom op; under a transform, through its ``autograd.Function`` (no
+    batching rule exists for ``_VF.lstm``)."""
+    return not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is None
+
+
+def run_stack(mode, input, batch_sizes, states, weights, *, num_layers, bias, batch_first,
+              dropout, training, bidirectional):
+    """The whole stack through torch's own ``_VF`` entry point, exactly as ``torch.nn`` calls it.
+
+    ``input`` is what ``torch.nn``'s ``forward`` hands ``_VF``: the packed data [N, In] with
+    ``batch_sizes``, or the (possibly batch-first) 3-D input; ``states`` are ``[h0]`` or
+    ``[h0, c0]`` [L*D, B, ·], already permuted to the packed order. Returns ``(output,
+    [h_n] or [h_n, c_n])`` with ``output`` in ``input``'s layout. Autocast, when on, is applied by
+    ``_VF`` itself, as for ``torch.nn``.
+    """
+    fn = _VF_FN[mode]
+    hx = (states[0], states[1]) if mode == "LSTM" else states[0]
+    train = training_kernels(training, [input, *states, *weights])
+    p = dropout if training else 0.0
+    if batch_sizes is not None:
+        out = fn(input, batch_sizes, hx, weights, bias, num_layers, p, train, bidirectional)
+    else:
+        out = fn(input, hx, weights, bias, num_layers, p, train, bidirectional, batch_first)
+    return out[0], list(out[1:])
+
+
 def run(cfg, x, lengths, h0, c0, weights):
     """One layer, both directions; differentiable. Returns ``(y, h_n, c_n or None)``.
 
@@ -28,9 +70,11 @@ def run(cfg, x, lengths, h0, c0, weights):
     """
     fn = _VF_FN[cfg.mode]
     hx = (h0, c0) if cfg.has_cell_state else h0
-    # `train` only matters to cuDNN, whose backward needs the training-mode reserve space;
-    # dropout between layers is applied by the caller, so _VF's own dropout stays 0.
-    flags = (cfg.has_bias, 1, 0.0, torch.is_grad_enabled(), cfg.bidirectional)
+    # Dropout between layers is applied by the caller, so _VF's own dropout stays 0; `train`
+    # follows the eval-mode backward routing rule (training_kernels), with the module's
+    # training mode unknown here and so taken as False.
+    train = training_kernels(False, [x, h0, *([c0] if c0 is not None else []), *weights])
+    flags = (cfg.has_bias, 1, 0.0, train, cfg.bidirectional)
     if lengths is None:
         out = fn(x, hx, weights, *flags, False)
         y = out[0]
