@@ -178,9 +178,15 @@ def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout,
         validation.check_weights_device(x, weights)
         validation.check_weights_dtype(weights)
         # A cell off the autocast list (CPU GRU) keeps autocast on for backend "torch", whose
-        # composite CPU kernel then runs its matmuls in the low dtype exactly as torch.nn does.
-        keep_autocast = autocast_on and backend_obj.name == "torch"
-        with torch.autocast(device_type, enabled=keep_autocast):
+        # composite CPU kernel then runs its matmuls in the low dtype exactly as torch.nn does;
+        # the fused backends run in the dtype chosen above.
+        # No autocast context at all when autocast is off: under torch.export even a disabled
+        # one leaves a wrap_with_autocast node in the graph.
+        if autocast_on and backend_obj.name != "torch":
+            with torch.autocast(device_type, enabled=False):
+                output, final_states = _run_stack(cfg, backend_obj.name, x, lengths, states,
+                                                  weights, num_layers, dropout if training else 0.0)
+        else:
             output, final_states = _run_stack(cfg, backend_obj.name, x, lengths, states, weights,
                                               num_layers, dropout if training else 0.0)
 

@@ -149,13 +149,20 @@ def run_layer(cfg, backend, x, lengths, h0, c0, weights):
 
     Three routes, one contract:
 
-    * compiling or exporting: the custom op itself (one opaque node, its registered autograd);
+    * exporting: ``fusedrnn::layer_export``, which ``run_decompositions()`` lowers to aten ops
+      (:mod:`fusedrnn.layer_decomposition`);
+    * compiling: the custom op itself (one opaque node, its registered autograd);
     * eager ``"torch"`` outside any ``torch.func`` transform: ``_VF`` directly, so torch's
       autograd differentiates it (no recompute);
     * otherwise: the op through :class:`fusedrnn.layer_autograd.LayerForward`, whose
       ``setup_context`` and generated vmap rule make ``torch.func`` work.
     """
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_exporting():
+        y, h_n, c_n = torch.ops.fusedrnn.layer_export(
+            x, lengths, h0, c0, list(weights), cfg.mode, backend, cfg.bidirectional, cfg.has_bias,
+            cfg.has_proj,
+        )
+    elif torch.compiler.is_compiling():
         y, h_n, c_n, _ = torch.ops.fusedrnn.layer_forward(
             x, lengths, h0, c0, list(weights), cfg.mode, backend, cfg.bidirectional, cfg.has_bias,
             cfg.has_proj,
@@ -169,4 +176,5 @@ def run_layer(cfg, backend, x, lengths, h0, c0, weights):
     return y, h_n, (c_n if cfg.has_cell_state else None)
 
 
-from . import layer_vmap  # noqa: E402,F401  (registers the batching rules of both ops)
+# The batching rules of both ops, and the export twin of layer_forward with its decomposition.
+from . import layer_decomposition, layer_vmap  # noqa: E402,F401
