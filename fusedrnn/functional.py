@@ -20,6 +20,7 @@ from .backends import registry as backend_registry
 from .backends import torch_native
 from .layer_config import GATES, LayerConfig
 from .layer_op import run_layer
+from .packed_op import run_packed_layer
 
 _NAMES = {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
 # Which cells torch's autocast runs wholly in the lower precision (float64 never is). CPU:
@@ -90,7 +91,7 @@ def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout,
     if packed:
         data, batch_sizes, sorted_indices, unsorted_indices = input
         check_input_data = data
-        B = int(batch_sizes[0])
+        B = _packed_batch_size(batch_sizes, sorted_indices, hx, is_lstm)
         is_batched = True
     else:
         batch_sizes = sorted_indices = unsorted_indices = None
@@ -111,8 +112,15 @@ def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout,
         return torch.zeros(num_layers * D, B, width, dtype=check_input_data.dtype,
                            device=check_input_data.device)
 
-    if hx is None:
-        states = [zeros(real_hidden), zeros(hidden_size)] if is_lstm else [zeros(hidden_size)]
+    state_widths = [real_hidden, hidden_size] if is_lstm else [hidden_size]
+    if hx is None and B is None:
+        # Packed input inside a compiled graph, nothing giving B without reading batch_sizes.
+        states = list(torch.ops.fusedrnn.packed_initial_states(
+            batch_sizes, num_layers * D, state_widths, check_input_data.dtype,
+            check_input_data.device))
+        B = states[0].shape[1]
+    elif hx is None:
+        states = [zeros(w) for w in state_widths]
     elif is_lstm:
         if not packed:
             want = 3 if is_batched else 2
@@ -162,7 +170,11 @@ def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout,
         batch_first = False if not packed else batch_first   # _VF already honoured it
         lengths = None
     else:
-        if packed:
+        # Packed input inside a compiled graph enters the layers as it is (packed_op.py).
+        packed_in_graph = packed and torch.compiler.is_compiling()
+        if packed_in_graph:
+            x, lengths = data, batch_sizes
+        elif packed:
             x, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))
         else:
             x, lengths = (input.transpose(0, 1) if batch_first else input), None
@@ -182,13 +194,17 @@ def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout,
         # the fused backends run in the dtype chosen above.
         # No autocast context at all when autocast is off: under torch.export even a disabled
         # one leaves a wrap_with_autocast node in the graph.
+        run_one = run_packed_layer if packed_in_graph else run_layer
         if autocast_on and backend_obj.name != "torch":
             with torch.autocast(device_type, enabled=False):
                 output, final_states = _run_stack(cfg, backend_obj.name, x, lengths, states,
-                                                  weights, num_layers, dropout if training else 0.0)
+                                                  weights, num_layers, dropout if training else 0.0,
+                                                  run_one)
         else:
             output, final_states = _run_stack(cfg, backend_obj.name, x, lengths, states, weights,
-                                              num_layers, dropout if training else 0.0)
+                                              num_layers, dropout if training else 0.0, run_one)
+        if packed_in_graph:
+            lengths = None   # the output is packed already
 
     # --- back to the caller's form -----------------------------------------------------------
     if unsorted_indices is not None:
@@ -206,9 +222,23 @@ def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout,
     return output, (tuple(final_states) if is_lstm else final_states[0])
 
 
-def _run_stack(cfg, backend, x, lengths, states, weights, num_layers, dropout):
-    """Layer after layer on padded time-major ``x``; ``F.dropout`` between layers when
-    ``dropout > 0``. ``states`` is ``[h0]`` or ``[h0, c0]`` over all layers; returns
+def _packed_batch_size(batch_sizes, sorted_indices, hx, is_lstm):
+    """B of packed input: ``batch_sizes[0]`` in eager mode. In a compiled graph reading it would
+    break the graph, so B comes from a shape instead (the permutation, else the given state;
+    torch's hidden-size check then cannot catch a wrong B), or None when neither exists."""
+    if not torch.compiler.is_compiling():
+        return int(batch_sizes[0])
+    if sorted_indices is not None:
+        return sorted_indices.shape[0]
+    if hx is not None:
+        return (hx[0] if is_lstm else hx).shape[1]
+    return None
+
+
+def _run_stack(cfg, backend, x, lengths, states, weights, num_layers, dropout, run_one=run_layer):
+    """Layer after layer on padded time-major ``x`` with ``lengths`` (or, with
+    ``run_one=run_packed_layer``, on packed rows ``x`` with ``batch_sizes``); ``F.dropout`` between
+    layers when ``dropout > 0``. ``states`` is ``[h0]`` or ``[h0, c0]`` over all layers; returns
     ``(output, [h_n] or [h_n, c_n])``."""
     D = cfg.directions
     per_layer = len(weights) // num_layers
@@ -216,7 +246,7 @@ def _run_stack(cfg, backend, x, lengths, states, weights, num_layers, dropout):
     layer_input = x
     for layer in range(num_layers):
         sl = slice(layer * D, (layer + 1) * D)
-        y, h_n, c_n = run_layer(cfg, backend, layer_input, lengths, states[0][sl],
+        y, h_n, c_n = run_one(cfg, backend, layer_input, lengths, states[0][sl],
                                 states[1][sl] if cfg.has_cell_state else None,
                                 weights[layer * per_layer:(layer + 1) * per_layer])
         for final, state in zip(finals, (h_n, c_n)):
