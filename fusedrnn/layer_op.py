@@ -147,8 +147,9 @@ layer_backward.register_autograd(_backward_of_backward, setup_context=_setup_bac
 def run_layer(cfg, backend, x, lengths, h0, c0, weights):
     """Run one layer through ``backend`` (a name already resolved). Returns ``(y, h_n, c_n)``.
 
-    Three routes, one contract:
+    Four routes, one contract:
 
+    * ``torch.jit`` tracing: the composite layer (plain torch ops the tracer records);
     * exporting: ``fusedrnn::layer_export``, which ``run_decompositions()`` lowers to aten ops
       (:mod:`fusedrnn.layer_decomposition`);
     * compiling: the custom op itself (one opaque node, its registered autograd);
@@ -157,6 +158,9 @@ def run_layer(cfg, backend, x, lengths, h0, c0, weights):
     * otherwise: the op through :class:`fusedrnn.layer_autograd.LayerForward`, whose
       ``setup_context`` and generated vmap rule make ``torch.func`` work.
     """
+    if torch.jit.is_tracing():
+        from . import composite   # traceable torch ops (see functional.forward)
+        return composite.layer(cfg, x, lengths, h0, c0, weights)
     if torch.compiler.is_exporting():
         y, h_n, c_n = torch.ops.fusedrnn.layer_export(
             x, lengths, h0, c0, list(weights), cfg.mode, backend, cfg.bidirectional, cfg.has_bias,
