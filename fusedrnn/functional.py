@@ -198,12 +198,9 @@ def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout,
         # composite CPU kernel then runs its matmuls in the low dtype exactly as torch.nn does;
         # the fused backends run in the dtype chosen above.
         run_one = run_packed_layer if packed_in_graph else run_layer
-        # Under torch.export no autocast context when autocast is off: even a disabled one
-        # leaves a wrap_with_autocast node in the graph. Elsewhere the disabled context stays:
-        # without it, inductor hands a 2-layer triton-step stack's backward an all-zero
-        # workspace (tests/test_compile.py; not yet understood, see the issue-12 report).
-        if (autocast_on and backend_obj.name != "torch") or (
-                not autocast_on and not torch.compiler.is_exporting()):
+        # No autocast context at all when autocast is off: under torch.export even a disabled
+        # one leaves a wrap_with_autocast node in the graph.
+        if autocast_on and backend_obj.name != "torch":
             with torch.autocast(device_type, enabled=False):
                 output, final_states = _run_stack(cfg, backend_obj.name, x, lengths, states,
                                                   weights, num_layers, dropout if training else 0.0,
