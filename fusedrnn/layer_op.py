@@ -147,9 +147,11 @@ layer_backward.register_autograd(_backward_of_backward, setup_context=_setup_bac
 def run_layer(cfg, backend, x, lengths, h0, c0, weights):
     """Run one layer through ``backend`` (a name already resolved). Returns ``(y, h_n, c_n)``.
 
-    Four routes, one contract:
+    Five routes, one contract:
 
     * ``torch.jit`` tracing: the composite layer (plain torch ops the tracer records);
+    * the dynamo ONNX exporter: ONNX's LSTM/GRU/RNN operator (:mod:`fusedrnn.onnx_layer`), the
+      export route below for an LSTM with a projection;
     * exporting: ``fusedrnn::layer_export``, which ``run_decompositions()`` lowers to aten ops
       (:mod:`fusedrnn.layer_decomposition`);
     * compiling: the custom op itself (one opaque node, its registered autograd);
@@ -161,6 +163,9 @@ def run_layer(cfg, backend, x, lengths, h0, c0, weights):
     if torch.jit.is_tracing():
         from . import composite   # traceable torch ops (see functional.forward)
         return composite.layer(cfg, x, lengths, h0, c0, weights)
+    if torch.compiler.is_exporting() and torch.onnx.is_in_onnx_export() and not cfg.has_proj:
+        from . import onnx_layer   # ONNX's own LSTM/GRU/RNN operator
+        return onnx_layer.layer(cfg, x, lengths, h0, c0, weights)
     if torch.compiler.is_exporting():
         y, h_n, c_n = torch.ops.fusedrnn.layer_export(
             x, lengths, h0, c0, list(weights), cfg.mode, backend, cfg.bidirectional, cfg.has_bias,
