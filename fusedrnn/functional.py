@@ -5,10 +5,19 @@
 ``torch.nn.LSTM/GRU/RNN.forward`` accepts: batched 3-D input (time- or batch-first), unbatched
 2-D input, or a ``PackedSequence``; an optional initial state. They return what torch returns.
 
-Under the hood every form becomes padded, time-major input ``[T, B, In]`` plus per-sequence
-lengths (packed input, kept in its sorted order so active rows are a prefix), and the stack
-runs layer by layer through :func:`fusedrnn.layer_op.run_layer` on the chosen backend, with
-``F.dropout`` between layers while training.
+Three ways through, after torch's own input checks:
+
+* backend ``"torch"`` (``"auto"`` on CPU) in eager mode, and every backend while ``torch.jit``
+  traces: torch's ``_VF`` entry point for the whole stack, exactly as ``torch.nn`` calls it
+  (no padding or repacking of packed input; torch's autocast and dropout);
+* ``PackedSequence`` input inside ``torch.compile``: the packed rows and ``batch_sizes`` enter
+  :func:`fusedrnn.packed_op.run_packed_layer` layer by layer, with no graph-breaking helper;
+* otherwise every form becomes padded, time-major input ``[T, B, In]`` plus per-sequence
+  lengths (packed input, kept in its sorted order so active rows are a prefix), and the stack
+  runs layer by layer through :func:`fusedrnn.layer_op.run_layer` on the chosen backend.
+
+On the last two ways ``F.dropout`` runs between layers while training; ``_VF`` applies its own
+on the first.
 """
 
 import torch

@@ -27,6 +27,11 @@ have batching rules for ``torch.func.vmap`` (:mod:`fusedrnn.layer_vmap`). In eag
 :func:`run_layer` calls the ops through ``torch.autograd.Function`` twins with
 ``setup_context`` (:mod:`fusedrnn.layer_autograd`), which is what ``torch.func.grad``/``vjp``/
 ``jacrev`` need and a custom op's own autograd does not offer.
+
+Sibling ops with the same contract: ``fusedrnn::layer_export`` (what ``torch.export`` records,
+with an aten decomposition; :mod:`fusedrnn.layer_decomposition`) and
+``fusedrnn::packed_layer_forward``/``packed_layer_backward`` (packed rows and ``batch_sizes``
+in, for ``torch.compile`` with ``PackedSequence`` input; :mod:`fusedrnn.packed_op`).
 """
 
 import torch

@@ -1,7 +1,8 @@
 """Backend ``"torch"``: torch's own recurrent implementation (``_VF.lstm`` and friends).
 
-Runs on any device and is the CPU default. In eager mode :func:`run` is called directly and
-torch's autograd differentiates it. Under ``torch.compile`` the layer goes through the
+Runs on any device and is the CPU default. In eager mode :func:`run_stack` calls ``_VF`` for
+the whole stack as ``torch.nn`` does, and torch's autograd differentiates it. Under
+``torch.compile`` or a ``torch.func`` transform each layer goes through the
 ``fusedrnn::layer_forward`` custom op instead (inductor cannot compile ``_VF.lstm`` on CPU), and
 there the backward re-runs the forward under ``torch.func.vjp``, since nothing of torch's
 autograd graph can cross the op boundary: ``_VF`` itself for padded input, the composite layer
@@ -13,9 +14,9 @@ import warnings
 
 import torch
 from torch import _VF
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from .. import composite
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 _VF_FN = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
 
