@@ -181,7 +181,7 @@ def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout,
             mode, input if not packed else data, batch_sizes, states, weights,
             num_layers=num_layers, bias=bias, batch_first=batch_first, dropout=dropout,
             training=training, bidirectional=bidirectional)
-        batch_first = False if not packed else batch_first   # _VF already honoured it
+        batch_first = False   # _VF already returned the caller's layout
         lengths = None
     else:
         # Packed input inside a compiled graph enters the layers as it is (packed_op.py).

@@ -88,3 +88,28 @@ def test_second_order_matches_torch_nn(backend, cell):
     got = _gradient_penalty_grads(ours, *leaves(dtype))
     for i, (a, b) in enumerate(zip(got, want)):
         assert_rel_close(a, b, dtype, f"{backend} {cell} second-order grad {i}")
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton-step"])
+def test_third_order_and_hessian_match_torch_nn(backend):
+    """Orders beyond two: the composite's backward is itself differentiable."""
+    from torch.func import jacrev
+
+    dtype = torch.float64 if backend == "reference" else torch.float32
+    torch.manual_seed(0)
+    ref = torch.nn.GRU(2, 3).double()
+    ours = fusedrnn.GRU(2, 3, backend=backend).to(dtype)
+    ours.load_state_dict({k: v.to(dtype) for k, v in ref.state_dict().items()})
+    x64 = torch.randn(2, 1, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+
+    def third(module, x):
+        x = x.clone().requires_grad_()
+        (g1,) = torch.autograd.grad(module(x)[0].square().sum(), x, create_graph=True)
+        (g2,) = torch.autograd.grad(g1.square().sum(), x, create_graph=True)
+        return torch.autograd.grad(g2.sum(), x)[0]
+
+    def hessian(module, x):
+        return jacrev(jacrev(lambda x: module(x)[0].square().sum()))(x)
+
+    assert_rel_close(third(ours, x64.to(dtype)), third(ref, x64), dtype, "third order")
+    assert_rel_close(hessian(ours, x64.to(dtype)), hessian(ref, x64), dtype, "hessian")

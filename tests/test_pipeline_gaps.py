@@ -75,13 +75,13 @@ def test_autocast_follows_torch_exactly_on_torch_backend(cell, backend):
     x = torch.randn(4, 2, 2)
     with torch.autocast("cpu", torch.bfloat16):
         want, got = ref(x)[0], ours(x)[0]
-        got_compiled_path = fusedrnn.functional.forward(
+        got_functional = fusedrnn.functional.forward(
             ours.mode, x, None, ours._flat_weights_now(), num_layers=1, bias=True,
             batch_first=False, dropout=0.0, training=False, bidirectional=False, backend=backend)[0]
     # CPU: lstm and rnn run wholly in bf16; the GRU's matmuls do, its output is fp32.
     assert got.dtype == want.dtype == (torch.float32 if cell == "gru" else torch.bfloat16)
     assert torch.equal(got, want)
-    assert torch.equal(got_compiled_path, want)
+    assert torch.equal(got_functional, want)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
