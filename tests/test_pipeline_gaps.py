@@ -84,12 +84,13 @@ def test_autocast_follows_torch_exactly_on_torch_backend(cell, backend):
     assert torch.equal(got_functional, want)
 
 
+@pytest.mark.parametrize("backend", ["reference", "triton-step", "triton-persistent"])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_autocast_policy_on_the_op_path(cell):
-    """Backend "reference" through the op (the path of every fused backend): the autocast dtype
-    where torch runs the cell in it (LSTM, RNN on CPU), the weights' dtype where it does not (the
-    CPU GRU, whose bf16 matmul rounding a fused kernel does not imitate)."""
-    ref, ours = _twins(cell, "reference", torch.float32)
+def test_autocast_policy_on_the_op_path(cell, backend):
+    """The backends behind the op: the autocast dtype where torch runs the cell in it (LSTM, RNN
+    on CPU), the weights' dtype where it does not (the CPU GRU, whose bf16 matmul rounding a
+    fused kernel does not imitate)."""
+    ref, ours = _twins(cell, backend, torch.float32)
     x = torch.randn(4, 2, 2)
     with torch.autocast("cpu", torch.bfloat16):
         want, got = ref(x)[0], ours(x)[0]
