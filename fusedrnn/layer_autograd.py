@@ -30,8 +30,19 @@ class LayerForward(torch.autograd.Function):
         cfg, backend, x, lengths, h0, c0, *weights = inputs
         y, _, _, workspace = output
         ctx.save_for_backward(x, lengths, h0, c0, y, workspace, *weights)
+        ctx.save_for_forward(x, lengths, h0, c0, *weights)
         ctx.cfg, ctx.backend = cfg, backend
         ctx.mark_non_differentiable(workspace)
+
+    @staticmethod
+    def jvp(ctx, _cfg, _backend, x_t, _lengths_t, h0_t, c0_t, *weights_t):
+        x, lengths, h0, c0, *weights = ctx.saved_for_forward
+        cfg = ctx.cfg
+        tangents = second_order.forward_jvp(
+            cfg, lengths, second_order.pack_primals(cfg, x, h0, c0, weights),
+            second_order.pack_primals(cfg, x_t, h0_t, c0_t, weights_t))
+        c_t = tangents[2] if cfg.has_cell_state else x.new_zeros(0)
+        return tangents[0], tangents[1], c_t, None
 
     @staticmethod
     def backward(ctx, dy, dh_n, dc_n, _dworkspace):
@@ -60,9 +71,24 @@ class LayerBackward(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         cfg, backend, dy, dh_n, dc_n, x, lengths, h0, c0, _y, _workspace, *weights = inputs
         ctx.save_for_backward(dy, dh_n, dc_n, x, lengths, h0, c0, *weights)
+        ctx.save_for_forward(dy, dh_n, dc_n, x, lengths, h0, c0, *weights)
         ctx.cfg = cfg
         if not cfg.has_cell_state:
             ctx.mark_non_differentiable(output[2])   # the empty dc0 placeholder
+
+    @staticmethod
+    def jvp(ctx, _cfg, _backend, dy_t, dh_n_t, dc_n_t, x_t, _lengths_t, h0_t, c0_t, _y_t,
+            _workspace_t, *weights_t):
+        dy, dh_n, dc_n, x, lengths, h0, c0, *weights = ctx.saved_for_forward
+        cfg = ctx.cfg
+        tangents = second_order.backward_jvp(
+            cfg, lengths, second_order.pack_primals(cfg, x, h0, c0, weights),
+            second_order.pack_cotangents(cfg, dy, dh_n, dc_n),
+            second_order.pack_primals(cfg, x_t, h0_t, c0_t, weights_t),
+            second_order.pack_cotangents(cfg, dy_t, dh_n_t, dc_n_t))
+        k = 3 if cfg.has_cell_state else 2
+        dc0_t = tangents[2] if cfg.has_cell_state else None
+        return (tangents[0], tangents[1], dc0_t, *tangents[k:])
 
     @staticmethod
     def backward(ctx, gdx, gdh0, gdc0, *gdweights):

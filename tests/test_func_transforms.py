@@ -148,3 +148,34 @@ def test_vmap_folds_the_vmapped_dimension_into_one_batched_call(monkeypatch):
     model = _model("reference", fusedrnn.GRU)
     vmap(model)(_randn(4, 2, 3, 2, dtype=torch.float64))   # N=4 samples of [T=2, B=3, In=2]
     assert seen == [(2, 12, 2)], "one call on N*B = 12 rows"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_forward_mode_jacfwd_and_hessian_vector_product_match_torch_nn(backend):
+    """Forward mode: jacfwd of the output, and jvp(grad(...)) (forward-over-reverse
+    Hessian-vector products), against torch.nn in float64."""
+    from torch.func import jacfwd
+
+    dtype = _dtype(backend)
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(2, 3, bidirectional=True).double()
+    ours = fusedrnn.LSTM(2, 3, bidirectional=True, backend=backend).to(dtype)
+    ours.load_state_dict({k: v.to(dtype) for k, v in ref.state_dict().items()})
+    x = _randn(2, 1, 2, dtype=torch.float64)
+    v = _randn(2, 1, 2, dtype=torch.float64, seed=2)
+
+    def loss(module):
+        return lambda x: module(x)[0].square().sum() + module(x)[1][1].sum()
+
+    got = jacfwd(lambda x: ours(x)[0])(x.to(dtype))
+    want = jacrev(lambda x: ref(x)[0])(x)
+    assert_rel_close(got, want, dtype, "jacfwd")
+    got = vjp_free_hvp(loss(ours), x.to(dtype), v.to(dtype))
+    want = vjp_free_hvp(loss(ref), x, v)
+    assert_rel_close(got, want, dtype, "jvp(grad) Hessian-vector product")
+
+
+def vjp_free_hvp(f, x, v):
+    from torch.func import jvp
+
+    return jvp(grad(f), (x,), (v,))[1]
