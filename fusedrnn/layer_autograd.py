@@ -36,7 +36,7 @@ class LayerForward(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, _cfg, _backend, x_t, _lengths_t, h0_t, c0_t, *weights_t):
-        x, lengths, h0, c0, *weights = ctx.saved_for_forward
+        x, lengths, h0, c0, *weights = ctx.saved_tensors
         cfg = ctx.cfg
         tangents = second_order.forward_jvp(
             cfg, lengths, second_order.pack_primals(cfg, x, h0, c0, weights),
@@ -79,7 +79,7 @@ class LayerBackward(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, _cfg, _backend, dy_t, dh_n_t, dc_n_t, x_t, _lengths_t, h0_t, c0_t, _y_t,
             _workspace_t, *weights_t):
-        dy, dh_n, dc_n, x, lengths, h0, c0, *weights = ctx.saved_for_forward
+        dy, dh_n, dc_n, x, lengths, h0, c0, *weights = ctx.saved_tensors
         cfg = ctx.cfg
         tangents = second_order.backward_jvp(
             cfg, lengths, second_order.pack_primals(cfg, x, h0, c0, weights),

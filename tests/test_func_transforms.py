@@ -151,9 +151,9 @@ def test_vmap_folds_the_vmapped_dimension_into_one_batched_call(monkeypatch):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_forward_mode_jacfwd_and_hessian_vector_product_match_torch_nn(backend):
-    """Forward mode: jacfwd of the output, and jvp(grad(...)) (forward-over-reverse
-    Hessian-vector products), against torch.nn in float64."""
+def test_forward_mode_jacfwd_hvp_and_hessian_match_torch_nn(backend):
+    """Forward mode: jacfwd of the output, jvp(grad(...)) (forward-over-reverse
+    Hessian-vector products) and torch.func.hessian, against torch.nn in float64."""
     from torch.func import jacfwd
 
     dtype = _dtype(backend)
@@ -173,6 +173,9 @@ def test_forward_mode_jacfwd_and_hessian_vector_product_match_torch_nn(backend):
     got = vjp_free_hvp(loss(ours), x.to(dtype), v.to(dtype))
     want = vjp_free_hvp(loss(ref), x, v)
     assert_rel_close(got, want, dtype, "jvp(grad) Hessian-vector product")
+    got = torch.func.hessian(loss(ours))(x.to(dtype))          # jacfwd(jacrev(...))
+    want = jacrev(jacrev(loss(ref)))(x)
+    assert_rel_close(got, want, dtype, "hessian")
 
 
 def vjp_free_hvp(f, x, v):
