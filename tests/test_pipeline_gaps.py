@@ -119,3 +119,24 @@ def test_packed_input_on_auto_passes_straight_through(monkeypatch):
     gb = torch.autograd.grad(want[0].data.sum() + want[1][1].sum(), [data, *ref.parameters()])
     for a, b in zip(ga, gb):
         assert torch.equal(a, b)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["auto", "torch", "triton-step", "triton-persistent"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_backward_in_eval_mode_on_cuda(backend, cell):
+    """cuDNN refuses backward in eval mode for torch.nn ("cudnn RNN backward can only be called
+    in training mode"); fusedrnn must not. The twin runs in training mode without dropout (the
+    same numbers), since torch.nn itself cannot do eval-mode backward here."""
+    ref, ours = _twins(cell, backend, torch.float32, num_layers=2, dropout=0.0, bidirectional=True)
+    ref, ours = ref.cuda().train(), ours.cuda()
+    ours.dropout = 0.5          # eval mode turns it off; cuDNN's training kernels must too
+    ours.eval()
+    x = torch.randn(3, 2, 2, device="cuda")
+    results = []
+    for m in (ref, ours):
+        xi = x.clone().requires_grad_()
+        out = m(xi)[0]
+        results.append((out, torch.autograd.grad(out.square().sum(), xi)[0]))
+    assert_rel_close(results[1][0], results[0][0], torch.float32, "eval output on CUDA")
+    assert_rel_close(results[1][1], results[0][1], torch.float32, "eval input gradient on CUDA")
