@@ -5,10 +5,19 @@
 ``torch.nn.LSTM/GRU/RNN.forward`` accepts: batched 3-D input (time- or batch-first), unbatched
 2-D input, or a ``PackedSequence``; an optional initial state. They return what torch returns.
 
-Under the hood every form becomes padded, time-major input ``[T, B, In]`` plus per-sequence
-lengths (packed input, kept in its sorted order so active rows are a prefix), and the stack
-runs layer by layer through :func:`fusedrnn.layer_op.run_layer` on the chosen backend, with
-``F.dropout`` between layers while training.
+Three ways through, after torch's own input checks:
+
+* backend ``"torch"`` (``"auto"`` on CPU) in eager mode, and every backend while ``torch.jit``
+  traces: torch's ``_VF`` entry point for the whole stack, exactly as ``torch.nn`` calls it
+  (no padding or repacking of packed input; torch's autocast and dropout);
+* ``PackedSequence`` input inside ``torch.compile``: the packed rows and ``batch_sizes`` enter
+  :func:`fusedrnn.packed_op.run_packed_layer` layer by layer, with no graph-breaking helper;
+* otherwise every form becomes padded, time-major input ``[T, B, In]`` plus per-sequence
+  lengths (packed input, kept in its sorted order so active rows are a prefix), and the stack
+  runs layer by layer through :func:`fusedrnn.layer_op.run_layer` on the chosen backend.
+
+On the last two ways ``F.dropout`` runs between layers while training; ``_VF`` applies its own
+on the first.
 """
 
 import torch
@@ -17,14 +26,17 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from . import validation
 from .backends import registry as backend_registry
+from .backends import torch_native
 from .layer_config import GATES, LayerConfig
 from .layer_op import run_layer
+from .packed_op import run_packed_layer
 
 _NAMES = {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
-# Which cells torch's autocast runs in the lower precision (float64 never is). CPU: measured
-# on torch 2.13 (its CPU autocast list has lstm and rnn_tanh/relu, not gru). CUDA: every cell,
-# since all go through _cudnn_rnn, which is on the CUDA lower-precision list (not yet checked
-# on a GPU here).
+# Which cells torch's autocast runs wholly in the lower precision (float64 never is). CPU:
+# measured on torch 2.13 (its CPU autocast list has lstm and rnn_tanh/relu, not gru; its CPU
+# GRU is a composite whose aten::linear calls autocast casts, so the matmuls and gates run in
+# bf16 and the state update in fp32, output fp32). CUDA: every cell, since all go through
+# _cudnn_rnn, which is on the CUDA lower-precision list (not yet checked on a GPU here).
 _AUTOCAST_MODES = {"cpu": {"LSTM", "RNN_TANH", "RNN_RELU"},
                    "cuda": {"LSTM", "GRU", "RNN_TANH", "RNN_RELU"}}
 
@@ -88,7 +100,7 @@ def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout,
     if packed:
         data, batch_sizes, sorted_indices, unsorted_indices = input
         check_input_data = data
-        B = int(batch_sizes[0])
+        B = _packed_batch_size(batch_sizes, sorted_indices, hx, is_lstm)
         is_batched = True
     else:
         batch_sizes = sorted_indices = unsorted_indices = None
@@ -109,8 +121,15 @@ def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout,
         return torch.zeros(num_layers * D, B, width, dtype=check_input_data.dtype,
                            device=check_input_data.device)
 
-    if hx is None:
-        states = [zeros(real_hidden), zeros(hidden_size)] if is_lstm else [zeros(hidden_size)]
+    state_widths = [real_hidden, hidden_size] if is_lstm else [hidden_size]
+    if hx is None and B is None:
+        # Packed input inside a compiled graph, nothing giving B without reading batch_sizes.
+        states = list(torch.ops.fusedrnn.packed_initial_states(
+            batch_sizes, num_layers * D, state_widths, check_input_data.dtype,
+            check_input_data.device))
+        B = states[0].shape[1]
+    elif hx is None:
+        states = [zeros(w) for w in state_widths]
     elif is_lstm:
         if not packed:
             want = 3 if is_batched else 2
@@ -144,33 +163,69 @@ def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout,
     for s, width, msg in zip(states, widths, msgs):
         validation.check_hidden_size(s, (num_layers * D, B, width), msg)
 
-    if packed:
-        x, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))
+    validation.check_sequence_length(len(batch_sizes) if packed
+                                     else check_input_data.shape[1 if batch_first else 0])
+    backend_obj = backend_registry.resolve(backend, cfg, check_input_data, weights)
+
+    # --- "torch" in eager mode: torch's own entry point, nothing repacked or re-padded. While
+    # torch.jit traces (the TorchScript ONNX exporter) every backend takes it, so the trace holds
+    # aten::lstm & co., which that exporter turns into ONNX LSTM/GRU/RNN operators; ONNX's LSTM
+    # has no projection, so an LSTM with proj_size traces the composite layer instead.
+    tracing = torch.jit.is_tracing()
+    if (backend_obj.name == "torch" or tracing) and not (tracing and proj_size > 0) and \
+            torch_native.can_pass_through():
+        validation.check_state_tensors(check_input_data, states)
+        validation.check_weights_device(check_input_data, weights)
+        validation.check_weights_dtype(weights)
+        output, final_states = torch_native.run_stack(
+            mode, input if not packed else data, batch_sizes, states, weights,
+            num_layers=num_layers, bias=bias, batch_first=batch_first, dropout=dropout,
+            training=training, bidirectional=bidirectional)
+        batch_first = False   # _VF already returned the caller's layout
+        lengths = None
     else:
-        x, lengths = (input.transpose(0, 1) if batch_first else input), None
-    validation.check_sequence_length(x.shape[0])
+        # Packed input inside a compiled graph enters the layers as it is (packed_op.py).
+        packed_in_graph = packed and torch.compiler.is_compiling()
+        if packed_in_graph:
+            x, lengths = data, batch_sizes
+        elif packed:
+            x, lengths = pad_packed_sequence(PackedSequence(data, batch_sizes))
+        else:
+            x, lengths = (input.transpose(0, 1) if batch_first else input), None
 
-    # --- autocast: run in the autocast dtype, as torch's autocast does for _VF.lstm ---------
-    device_type = x.device.type
-    if (torch.is_autocast_enabled(device_type) and mode in _AUTOCAST_MODES.get(device_type, ())
-            and x.dtype in (torch.float32, torch.float16, torch.bfloat16)):
-        low = torch.get_autocast_dtype(device_type)
-        x, states, weights = x.to(low), [s.to(low) for s in states], [w.to(low) for w in weights]
-    validation.check_state_tensors(x, states)
-    validation.check_weights_device(x, weights)
-    validation.check_weights_dtype(weights)
-
-    backend_obj = backend_registry.resolve(backend, cfg, x, weights)
-
-    with torch.autocast(device_type, enabled=False):
-        output, final_states = _run_stack(cfg, backend_obj.name, x, lengths, states, weights,
-                                          num_layers, dropout if training else 0.0)
+        # --- autocast: torch's policy per device and cell (see _AUTOCAST_MODES) ---------------
+        device_type = x.device.type
+        autocast_on = torch.is_autocast_enabled(device_type)
+        if (autocast_on and mode in _AUTOCAST_MODES.get(device_type, ())
+                and x.dtype in (torch.float32, torch.float16, torch.bfloat16)):
+            low = torch.get_autocast_dtype(device_type)
+            x, states, weights = x.to(low), [s.to(low) for s in states], [w.to(low) for w in weights]
+        validation.check_state_tensors(x, states)
+        validation.check_weights_device(x, weights)
+        validation.check_weights_dtype(weights)
+        # A cell off the autocast list (CPU GRU) keeps autocast on for backend "torch", whose
+        # composite CPU kernel then runs its matmuls in the low dtype exactly as torch.nn does;
+        # the fused backends run in the dtype chosen above.
+        run_one = run_packed_layer if packed_in_graph else run_layer
+        # No autocast context at all when autocast is off: under torch.export even a disabled
+        # one leaves a wrap_with_autocast node in the graph.
+        if autocast_on and backend_obj.name != "torch":
+            with torch.autocast(device_type, enabled=False):
+                output, final_states = _run_stack(cfg, backend_obj.name, x, lengths, states,
+                                                  weights, num_layers, dropout if training else 0.0,
+                                                  run_one)
+        else:
+            output, final_states = _run_stack(cfg, backend_obj.name, x, lengths, states, weights,
+                                              num_layers, dropout if training else 0.0, run_one)
+        if packed_in_graph:
+            lengths = None   # the output is packed already
 
     # --- back to the caller's form -----------------------------------------------------------
     if unsorted_indices is not None:
         final_states = [_apply_permutation(h, unsorted_indices) for h in final_states]
     if packed:
-        out_data = pack_padded_sequence(output, lengths, enforce_sorted=True).data
+        out_data = output if lengths is None else pack_padded_sequence(
+            output, lengths, enforce_sorted=True).data
         output = PackedSequence(out_data, batch_sizes, sorted_indices, unsorted_indices)
     else:
         if batch_first:
@@ -181,9 +236,23 @@ def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout,
     return output, (tuple(final_states) if is_lstm else final_states[0])
 
 
-def _run_stack(cfg, backend, x, lengths, states, weights, num_layers, dropout):
-    """Layer after layer on padded time-major ``x``; ``F.dropout`` between layers when
-    ``dropout > 0``. ``states`` is ``[h0]`` or ``[h0, c0]`` over all layers; returns
+def _packed_batch_size(batch_sizes, sorted_indices, hx, is_lstm):
+    """B of packed input: ``batch_sizes[0]`` in eager mode. In a compiled graph reading it would
+    break the graph, so B comes from a shape instead (the permutation, else the given state;
+    torch's hidden-size check then cannot catch a wrong B), or None when neither exists."""
+    if not torch.compiler.is_compiling():
+        return int(batch_sizes[0])
+    if sorted_indices is not None:
+        return sorted_indices.shape[0]
+    if hx is not None:
+        return (hx[0] if is_lstm else hx).shape[1]
+    return None
+
+
+def _run_stack(cfg, backend, x, lengths, states, weights, num_layers, dropout, run_one=run_layer):
+    """Layer after layer on padded time-major ``x`` with ``lengths`` (or, with
+    ``run_one=run_packed_layer``, on packed rows ``x`` with ``batch_sizes``); ``F.dropout`` between
+    layers when ``dropout > 0``. ``states`` is ``[h0]`` or ``[h0, c0]`` over all layers; returns
     ``(output, [h_n] or [h_n, c_n])``."""
     D = cfg.directions
     per_layer = len(weights) // num_layers
@@ -191,7 +260,7 @@ def _run_stack(cfg, backend, x, lengths, states, weights, num_layers, dropout):
     layer_input = x
     for layer in range(num_layers):
         sl = slice(layer * D, (layer + 1) * D)
-        y, h_n, c_n = run_layer(cfg, backend, layer_input, lengths, states[0][sl],
+        y, h_n, c_n = run_one(cfg, backend, layer_input, lengths, states[0][sl],
                                 states[1][sl] if cfg.has_cell_state else None,
                                 weights[layer * per_layer:(layer + 1) * per_layer])
         for final, state in zip(finals, (h_n, c_n)):

@@ -19,11 +19,24 @@ Contract of one call (D directions, H cell width, Hr = P with a projection, else
 
 Saved for backward (the autograd contract): the inputs ``x, lengths, h0, c0, weights`` and the
 outputs ``y`` and ``workspace``; nothing else. Gradients are returned for ``x``, ``h0``, ``c0``
-and every weight; double backward is not supported.
+and every weight.
+
+``layer_backward`` is differentiable too (any order): its autograd formula differentiates the
+composite torch-ops layer (:mod:`fusedrnn.second_order`), the same for every backend. Both ops
+have batching rules for ``torch.func.vmap`` (:mod:`fusedrnn.layer_vmap`). In eager mode
+:func:`run_layer` calls the ops through ``torch.autograd.Function`` twins with
+``setup_context`` (:mod:`fusedrnn.layer_autograd`), which is what ``torch.func.grad``/``vjp``/
+``jacrev`` need and a custom op's own autograd does not offer.
+
+Sibling ops with the same contract: ``fusedrnn::layer_export`` (what ``torch.export`` records,
+with an aten decomposition; :mod:`fusedrnn.layer_decomposition`) and
+``fusedrnn::packed_layer_forward``/``packed_layer_backward`` (packed rows and ``batch_sizes``
+in, for ``torch.compile`` with ``PackedSequence`` input; :mod:`fusedrnn.packed_op`).
 """
 
 import torch
 
+from . import second_order
 from .backends import registry as backend_registry
 from .layer_config import LayerConfig
 
@@ -117,17 +130,65 @@ def _backward(ctx, dy, dh_n, dc_n, _dworkspace):
 layer_forward.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _setup_backward_context(ctx, inputs, output):
+    dy, dh_n, dc_n, x, lengths, h0, c0, weights, _y, _workspace, *config = inputs
+    ctx.save_for_backward(dy, dh_n, dc_n, x, lengths, h0, c0, *weights)
+    ctx.config = config
+
+
+def _backward_of_backward(ctx, gdx, gdh0, gdc0, gdweights):
+    dy, dh_n, dc_n, x, lengths, h0, c0, *weights = ctx.saved_tensors
+    cfg = _config(ctx.config[0], *ctx.config[2:])
+    ddy, ddh_n, ddc_n, gx, gh0, gc0, gweights = second_order.backward_vjp(
+        cfg, lengths, dy, dh_n, dc_n, x, h0, c0, weights, gdx, gdh0,
+        gdc0 if cfg.has_cell_state else None, gdweights)
+    return (ddy, ddh_n, ddc_n, gx, None, gh0, gc0, gweights, None, None,
+            None, None, None, None, None)
+
+
+layer_backward.register_autograd(_backward_of_backward, setup_context=_setup_backward_context)
+
+
 def run_layer(cfg, backend, x, lengths, h0, c0, weights):
     """Run one layer through ``backend`` (a name already resolved). Returns ``(y, h_n, c_n)``.
 
-    The ``"torch"`` backend in eager mode skips the op so torch's autograd differentiates
-    ``_VF`` directly (no recompute); everything else goes through the op.
+    Five routes, one contract:
+
+    * ``torch.jit`` tracing: the composite layer (plain torch ops the tracer records);
+    * the dynamo ONNX exporter: ONNX's LSTM/GRU/RNN operator (:mod:`fusedrnn.onnx_layer`), the
+      export route below for an LSTM with a projection;
+    * exporting: ``fusedrnn::layer_export``, which ``run_decompositions()`` lowers to aten ops
+      (:mod:`fusedrnn.layer_decomposition`);
+    * compiling: the custom op itself (one opaque node, its registered autograd);
+    * eager ``"torch"`` outside any ``torch.func`` transform: ``_VF`` directly, so torch's
+      autograd differentiates it (no recompute);
+    * otherwise: the op through :class:`fusedrnn.layer_autograd.LayerForward`, whose
+      ``setup_context`` and generated vmap rule make ``torch.func`` work.
     """
-    if backend == "torch" and not torch.compiler.is_compiling():
+    if torch.jit.is_tracing():
+        from . import composite   # traceable torch ops (see functional.forward)
+        return composite.layer(cfg, x, lengths, h0, c0, weights)
+    if torch.compiler.is_exporting() and torch.onnx.is_in_onnx_export() and not cfg.has_proj:
+        from . import onnx_layer   # ONNX's own LSTM/GRU/RNN operator
+        return onnx_layer.layer(cfg, x, lengths, h0, c0, weights)
+    if torch.compiler.is_exporting():
+        y, h_n, c_n = torch.ops.fusedrnn.layer_export(
+            x, lengths, h0, c0, list(weights), cfg.mode, backend, cfg.bidirectional, cfg.has_bias,
+            cfg.has_proj,
+        )
+    elif torch.compiler.is_compiling():
+        y, h_n, c_n, _ = torch.ops.fusedrnn.layer_forward(
+            x, lengths, h0, c0, list(weights), cfg.mode, backend, cfg.bidirectional, cfg.has_bias,
+            cfg.has_proj,
+        )
+    elif backend == "torch" and torch._C._functorch.peek_interpreter_stack() is None:
         from .backends.torch_native import run
         return run(cfg, x, lengths, h0, c0, weights)
-    y, h_n, c_n, _ = torch.ops.fusedrnn.layer_forward(
-        x, lengths, h0, c0, list(weights), cfg.mode, backend, cfg.bidirectional, cfg.has_bias,
-        cfg.has_proj,
-    )
+    else:
+        from .layer_autograd import LayerForward
+        y, h_n, c_n, _ = LayerForward.apply(cfg, backend, x, lengths, h0, c0, *weights)
     return y, h_n, (c_n if cfg.has_cell_state else None)
+
+
+# The batching rules of both ops, and the export twin of layer_forward with its decomposition.
+from . import layer_decomposition, layer_vmap  # noqa: E402,F401

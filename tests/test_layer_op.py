@@ -46,12 +46,6 @@ def test_op_matches_direct_torch_layer(backend, cfg, with_lengths):
         cot = [torch.randn(o.shape, generator=g, dtype=o.dtype) for o in outs]
         return torch.autograd.grad(outs, leaves, cot)
 
-    if backend == "torch" and with_lengths:
-        # Only reached under torch.compile (eager "torch" bypasses the op); see backends/torch_native.py.
-        with pytest.raises(NotImplementedError, match="variable-length"):
-            torch.ops.fusedrnn.layer_forward(x, lengths, h0, c0, weights, cfg.mode, backend,
-                                             cfg.bidirectional, cfg.has_bias, cfg.has_proj)
-        return
     y, h_n, c_n, ws = torch.ops.fusedrnn.layer_forward(x, lengths, h0, c0, weights, cfg.mode, backend,
                                                        cfg.bidirectional, cfg.has_bias, cfg.has_proj)
     ry, rh, rc = torch_layer(cfg, x, lengths, h0, c0, weights)
