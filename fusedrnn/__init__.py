@@ -7,8 +7,8 @@ See README.md for the backends and DESIGN.md for the architecture.
 """
 
 from . import functional
-from . import cell_op as _cell_op  # noqa: F401  (registers torch.ops.fusedrnn.cell_*)
-from . import layer_op as _layer_op  # noqa: F401  (registers torch.ops.fusedrnn.*)
+from .ops import cell as _cell_op  # noqa: F401  (registers torch.ops.fusedrnn.cell_*)
+from .ops import layer as _layer_op  # noqa: F401  (registers torch.ops.fusedrnn.*)
 from .backends.cell.registry import NAMES as CELL_BACKENDS
 from .backends.registry import NAMES as BACKENDS
 from .cells import GRUCell, LSTMCell, RNNCell

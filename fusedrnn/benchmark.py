@@ -403,6 +403,18 @@ def readme_section(report, json_rel, png_rel):
     for dtype, p in sorted(info.get("peaks", {}).items()):
         lines.append(f"Measured peaks ({dtype}): matmul {p['matmul_flops'] / 1e12:.2f} TFLOP/s, "
                      f"copy {p['copy_bytes_per_s'] / 1e9:.1f} GB/s.")
+    floors = info.get("floors") or {}
+    if floors:     # from python -m fusedrnn gpucheck: what a per-step time is judged against
+        def f(key, unit, fmt="{:.2f}"):
+            return f"{fmt.format(floors[key])} {unit}" if key in floors else "not measured"
+        lines.append(
+            f"Device floors: L2-resident read {f('l2_read_gb_per_s', 'GB/s', '{:.0f}')}; "
+            f"empty-kernel launch {f('launch_triton_us', 'µs')} (Triton), "
+            f"{f('launch_cupy_us', 'µs')} (CuPy); grid barrier {f('barrier_triton_132_us', 'µs')} / "
+            f"{f('barrier_triton_264_us', 'µs')} (Triton atomic barrier, 132 / 264 programs), "
+            f"{f('barrier_cuda_132_us', 'µs')} / {f('barrier_cuda_264_us', 'µs')} (CUDA grid.sync()). "
+            "A persistent kernel's step costs at least one barrier; a step kernel's at least one "
+            "launch.")
     lines += ["", "| case | mode | provider | ms | vs torch.nn | floor ms |", "|---|---|---|---:|---:|---:|"]
     rows = [b["extra_info"] | {"ms": b["stats"]["median"] * 1e3} for b in report["benchmarks"]
             if b["extra_info"]["mode"] in ("fwd", "fwdbwd")]

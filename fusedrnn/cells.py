@@ -3,7 +3,7 @@
 Each class derives from its ``torch.nn`` twin, so the constructor, parameter names, shapes,
 initialisation, ``state_dict`` keys and ``isinstance`` checks are torch's own. ``forward``
 follows torch's line by line (dimension checks, unbatched input, zero default state) and
-hands the batched step to :func:`fusedrnn.cell_op.run_cell`, which applies torch's shape
+hands the batched step to :func:`fusedrnn.ops.cell.run_cell`, which applies torch's shape
 checks with torch's messages and runs the chosen backend. The one addition is the keyword
 ``backend`` (``"auto"``, ``"reference"``, ``"torch"``, ``"triton-step"``; see
 ``backends/cell_registry.py``).
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .backends.cell import registry as cell_registry
-from .cell_op import run_cell
+from .ops.cell import run_cell
 
 
 class _FusedCell:

@@ -11,10 +11,10 @@ Three ways through, after torch's own input checks:
   traces: torch's ``_VF`` entry point for the whole stack, exactly as ``torch.nn`` calls it
   (no padding or repacking of packed input; torch's autocast and dropout);
 * ``PackedSequence`` input inside ``torch.compile``: the packed rows and ``batch_sizes`` enter
-  :func:`fusedrnn.packed_op.run_packed_layer` layer by layer, with no graph-breaking helper;
+  :func:`fusedrnn.ops.packed_layer.run_packed_layer` layer by layer, with no graph-breaking helper;
 * otherwise every form becomes padded, time-major input ``[T, B, In]`` plus per-sequence
   lengths (packed input, kept in its sorted order so active rows are a prefix), and the stack
-  runs layer by layer through :func:`fusedrnn.layer_op.run_layer` on the chosen backend.
+  runs layer by layer through :func:`fusedrnn.ops.layer.run_layer` on the chosen backend.
 
 On the last two ways ``F.dropout`` runs between layers while training; ``_VF`` applies its own
 on the first.
@@ -28,8 +28,8 @@ from . import validation
 from .backends import registry as backend_registry
 from .backends import torch_native
 from .layer_config import GATES, LayerConfig
-from .layer_op import run_layer
-from .packed_op import run_packed_layer
+from .ops.layer import run_layer
+from .ops.packed_layer import run_packed_layer
 
 _NAMES = {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
 # Which cells torch's autocast runs wholly in the lower precision (float64 never is). CPU:
@@ -184,7 +184,7 @@ def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout,
         batch_first = False   # _VF already returned the caller's layout
         lengths = None
     else:
-        # Packed input inside a compiled graph enters the layers as it is (packed_op.py).
+        # Packed input inside a compiled graph enters the layers as it is (ops/packed_layer.py).
         packed_in_graph = packed and torch.compiler.is_compiling()
         if packed_in_graph:
             x, lengths = data, batch_sizes

@@ -1,5 +1,5 @@
 """torch.compile with PackedSequence input on every backend, default mode and fullgraph: the
-packed rows and batch_sizes enter the layer op directly (fusedrnn/packed_op.py)."""
+packed rows and batch_sizes enter the layer op directly (fusedrnn/ops/packed_layer.py)."""
 
 import pytest
 import torch

@@ -1,9 +1,9 @@
-"""The composite torch-ops layer (fusedrnn.composite) against the float64 NumPy reference."""
+"""The composite torch-ops layer (fusedrnn.ops.composite) against the float64 NumPy reference."""
 
 import pytest
 import torch
 
-from fusedrnn import composite
+from fusedrnn.ops import composite
 from conftest import assert_rel_close
 from layer_cases import CONFIGS, layer_inputs, leaves_of, op_call, outputs
 

@@ -116,7 +116,7 @@ def test_vmap_grad_with_lengths_sorts_the_folded_rows(backend):
         y, h_n, c_n = op_call(cfg, backend, x, lengths, h0.detach(), c0.detach(), weights)
         return y.square().sum() + h_n.sum() + c_n.sum()
 
-    from fusedrnn.layer_autograd import LayerForward
+    from fusedrnn.ops.layer_autograd import LayerForward
 
     def eager_loss(weights, x):
         y, h_n, c_n, _ = LayerForward.apply(cfg, backend, x, lengths, h0.detach(), c0.detach(), *weights)

@@ -158,3 +158,25 @@ def test_report_rebuilds_the_summary_from_a_journal(tmp_path):
                  detail={"gpu": "NVIDIA H200"}, seconds=1.0)]
     report.write(tmp_path, recs)
     assert "NVIDIA H200" in (tmp_path / "gpucheck.md").read_text()
+
+
+def test_the_bench_report_carries_the_floors_and_the_readme_quotes_them():
+    base = dict(backend=None, cell=None, dtype=None, bidirectional=False, packed=False, shape={},
+                status="pass", seconds=1.0, phase="floors")
+    recs = [dict(base, id="env/env", phase="env", kind="env",
+                 detail={"gpu": "NVIDIA H200", "commit": "abc1234", "measured_at": "2026-12-01T10:00"}),
+            dict(base, id="f1", kind="l2_read", detail={"gb_per_s": 9100.0, "bytes": 1}),
+            dict(base, id="f2", kind="barrier_triton", programs=132,
+                 detail={"us_per_barrier": 1.25, "programs": 132}),
+            dict(base, id="f3", kind="matmul", dtype="bf16", detail={"tflops": 790.0}),
+            dict(base, id="f4", kind="hbm_copy", detail={"gb_per_s": 4300.0})]
+    info = dict(case="lstm-bf16-B16-T1024-H768", mode="fwd", provider="torch.nn",
+                tokens_per_s=1.0, floor_ms=0.1)
+    recs.append(dict(base, id="t1", phase="timing", kind="timing", provider="torch.nn",
+                     detail={"fwd": dict(ms=2.0, rounds=10, min_ms=1.9, max_ms=2.2,
+                                         extra_info=info)}))
+    rep = report.bench_report(recs)
+    assert rep["fusedrnn"]["commit"] == "abc1234" and rep["datetime"].startswith("2026-12-01")
+    assert rep["fusedrnn"]["peaks"]["bf16"]["matmul_flops"] == 790e12
+    text = benchmark.readme_section(rep, "x.json", "x.png")
+    assert "L2-resident read 9100 GB/s" in text and "1.25 µs" in text

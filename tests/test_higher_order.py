@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import fusedrnn
-from fusedrnn.layer_autograd import LayerForward
+from fusedrnn.ops.layer_autograd import LayerForward
 from fusedrnn.layer_config import LayerConfig
 from conftest import assert_rel_close
 from layer_cases import layer_inputs, leaves_of

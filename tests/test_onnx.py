@@ -13,7 +13,7 @@ import torch
 
 import fusedrnn
 from fusedrnn.layer_config import LayerConfig
-from fusedrnn.layer_op import run_layer
+from fusedrnn.ops.layer import run_layer
 from conftest import assert_rel_close
 from layer_cases import layer_inputs
 

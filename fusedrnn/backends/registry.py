@@ -1,6 +1,6 @@
 """Backend names and selection.
 
-Every backend implements the one-layer contract (see :mod:`fusedrnn.layer_op`):
+Every backend implements the one-layer contract (see :mod:`fusedrnn.ops.layer`):
 
 * ``unsupported_reason(cfg, x, weights) -> str | None``: why it cannot run this layer, or None;
 * ``forward(cfg, x, lengths, h0, c0, weights) -> (y, h_n, c_n, workspace)``;

@@ -6,7 +6,7 @@ the whole stack as ``torch.nn`` does, and torch's autograd differentiates it. Un
 ``fusedrnn::layer_forward`` custom op instead (inductor cannot compile ``_VF.lstm`` on CPU), and
 there the backward re-runs the forward under ``torch.func.vjp``, since nothing of torch's
 autograd graph can cross the op boundary: ``_VF`` itself for padded input, the composite layer
-(:mod:`fusedrnn.composite`) for variable-length input, whose packed ``_VF`` path reads raw
+(:mod:`fusedrnn.ops.composite`) for variable-length input, whose packed ``_VF`` path reads raw
 data pointers that functorch's wrapped tensors do not have.
 """
 
@@ -16,7 +16,7 @@ import torch
 from torch import _VF
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from .. import composite
+from ..ops import composite
 
 _VF_FN = {"LSTM": _VF.lstm, "GRU": _VF.gru, "RNN_TANH": _VF.rnn_tanh, "RNN_RELU": _VF.rnn_relu}
 

@@ -71,9 +71,27 @@ def bench_report(recs):
                 and isinstance(r["detail"], dict)), {})
     when = env.get("measured_at") or datetime.datetime.now(datetime.timezone.utc).isoformat()
     return {"benchmarks": rows, "datetime": when,
-            "fusedrnn": {"device": _device(recs), "peaks": peaks,
+            "fusedrnn": {"device": _device(recs), "peaks": peaks, "floors": floor_summary(recs),
                          "commit": env.get("commit") or benchmark.current_commit(),
                          "source": "gpucheck"}}
+
+
+def floor_summary(recs):
+    """The floors a per-step time is judged against, by name (what README quotes)."""
+    out = {}
+    for r in recs:
+        if r["phase"] != "floors" or r["status"] != "pass":
+            continue
+        d = r["detail"]
+        if r["kind"] == "l2_read":
+            out["l2_read_gb_per_s"] = d["gb_per_s"]
+        elif r["kind"] == "hbm_copy":
+            out["hbm_copy_gb_per_s"] = d["gb_per_s"]
+        elif r["kind"].startswith("launch_"):
+            out[f"{r['kind']}_us"] = d["us_per_launch"]
+        elif r["kind"].startswith("barrier_"):
+            out[f"{r['kind']}_{d['programs']}_us"] = d["us_per_barrier"]
+    return out
 
 
 def _fmt(detail, limit=110):

@@ -1,6 +1,6 @@
 """Backend names for the single-step cells (``fusedrnn.LSTMCell`` and friends) and selection.
 
-A cell backend implements the one-step contract (see :mod:`fusedrnn.cell_op`):
+A cell backend implements the one-step contract (see :mod:`fusedrnn.ops.cell`):
 
 * ``unsupported_reason(mode, x) -> str | None``: why it cannot run this step, or None;
 * ``workspace_spec(mode, x, hidden_size, save) -> (shape, dtype)``: what forward saves for

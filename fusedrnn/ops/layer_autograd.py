@@ -3,10 +3,10 @@
 A ``torch.library.custom_op``'s registered autograd is an ``autograd.Function`` without
 ``setup_context``, which ``torch.func`` transforms refuse ("must override the setup_context
 staticmethod"). These Functions call the very same ops below autograd, with ``setup_context``
-and ``generate_vmap_rule = True`` (the ops' own batching rules, :mod:`fusedrnn.layer_vmap`, do
+and ``generate_vmap_rule = True`` (the ops' own batching rules, :mod:`fusedrnn.ops.layer_vmap`, do
 the vmapping), so ``torch.func.grad``, ``vjp``, ``jacrev`` and ``vmap`` compose with every
 backend. The backward of :class:`LayerBackward` differentiates the composite layer
-(:mod:`fusedrnn.second_order`), so any order of derivative is available.
+(:mod:`fusedrnn.ops.second_order`), so any order of derivative is available.
 """
 
 import torch

@@ -1,13 +1,13 @@
 """``fusedrnn::layer_export``: the one-layer op as ``torch.export`` records it, with an aten
 decomposition that ``ExportedProgram.run_decompositions()`` applies by default.
 
-Under ``torch.export`` :func:`fusedrnn.layer_op.run_layer` emits this op instead of
+Under ``torch.export`` :func:`fusedrnn.ops.layer.run_layer` emits this op instead of
 ``layer_forward``. It has the same arguments and returns ``(y, h_n, c_n)`` (no workspace: an
 exported program does not run backward through the fused kernels). Its kernels:
 
 * CPU/CUDA (the custom op's own): the chosen backend's forward, so ``ep.module()`` runs the
   fused kernels while fusedrnn is imported;
-* ``CompositeImplicitAutograd``: the composite layer (:mod:`fusedrnn.composite`: one GEMM for the
+* ``CompositeImplicitAutograd``: the composite layer (:mod:`fusedrnn.ops.composite`: one GEMM for the
   input projection, then the unrolled time loop). ``run_decompositions()`` lowers every custom op
   that has such a kernel, so the decomposed program holds aten ops only and saves, loads and
   runs where fusedrnn is not installed. Autograd through the op (no autograd formula is
@@ -21,9 +21,9 @@ Why not a decomposition on ``layer_forward`` itself: inductor copies every
 import torch
 
 from . import composite
-from .backends import registry as backend_registry
-from .layer_config import LayerConfig
-from .layer_op import _check_lengths, _contiguous
+from ..backends import registry as backend_registry
+from ..layer_config import LayerConfig
+from .layer import _check_lengths, _contiguous
 
 
 @torch.library.custom_op("fusedrnn::layer_export", mutates_args=())

@@ -21,8 +21,8 @@ own messages (:func:`check_step`), so the op itself never sees them.
 
 import torch
 
-from .backends.cell import registry as cell_registry
-from .backends.cell.torch_native import run as torch_step
+from ..backends.cell import registry as cell_registry
+from ..backends.cell.torch_native import run as torch_step
 
 _Tensor = torch.Tensor
 

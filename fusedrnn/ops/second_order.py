@@ -1,5 +1,5 @@
 """Derivatives of the one-layer op beyond the fused kernels' first-order backward, by
-differentiating the composite layer (:mod:`fusedrnn.composite`).
+differentiating the composite layer (:mod:`fusedrnn.ops.composite`).
 
 * The VJP of ``layer_backward`` (double backward). ``layer_backward`` maps cotangents
   ``(dy, dh_n, dc_n)`` and primals ``(x, h0, c0, weights)`` to ``(dx, dh0, dc0, dweights) =

@@ -1,6 +1,6 @@
 """Batching rules (``torch.func.vmap``) for ``fusedrnn::layer_forward`` and ``layer_backward``.
 
-N is the vmapped size; the op's own dimensions are as in :mod:`fusedrnn.layer_op`
+N is the vmapped size; the op's own dimensions are as in :mod:`fusedrnn.ops.layer`
 (x [T, B, In], lengths [B], h0 [D, B, Hr], c0 [D, B, H]).
 
 * ``layer_forward`` with weights shared by all N samples: the vmapped dimension is folded into
@@ -20,7 +20,7 @@ N is the vmapped size; the op's own dimensions are as in :mod:`fusedrnn.layer_op
 import torch
 
 from . import composite
-from .layer_config import LayerConfig
+from ..layer_config import LayerConfig
 
 
 def _take(t, bdim, i):

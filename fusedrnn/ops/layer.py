@@ -22,23 +22,23 @@ outputs ``y`` and ``workspace``; nothing else. Gradients are returned for ``x``,
 and every weight.
 
 ``layer_backward`` is differentiable too (any order): its autograd formula differentiates the
-composite torch-ops layer (:mod:`fusedrnn.second_order`), the same for every backend. Both ops
-have batching rules for ``torch.func.vmap`` (:mod:`fusedrnn.layer_vmap`). In eager mode
+composite torch-ops layer (:mod:`fusedrnn.ops.second_order`), the same for every backend. Both ops
+have batching rules for ``torch.func.vmap`` (:mod:`fusedrnn.ops.layer_vmap`). In eager mode
 :func:`run_layer` calls the ops through ``torch.autograd.Function`` twins with
-``setup_context`` (:mod:`fusedrnn.layer_autograd`), which is what ``torch.func.grad``/``vjp``/
+``setup_context`` (:mod:`fusedrnn.ops.layer_autograd`), which is what ``torch.func.grad``/``vjp``/
 ``jacrev`` need and a custom op's own autograd does not offer.
 
 Sibling ops with the same contract: ``fusedrnn::layer_export`` (what ``torch.export`` records,
-with an aten decomposition; :mod:`fusedrnn.layer_decomposition`) and
+with an aten decomposition; :mod:`fusedrnn.ops.layer_decomposition`) and
 ``fusedrnn::packed_layer_forward``/``packed_layer_backward`` (packed rows and ``batch_sizes``
-in, for ``torch.compile`` with ``PackedSequence`` input; :mod:`fusedrnn.packed_op`).
+in, for ``torch.compile`` with ``PackedSequence`` input; :mod:`fusedrnn.ops.packed_layer`).
 """
 
 import torch
 
 from . import second_order
-from .backends import registry as backend_registry
-from .layer_config import LayerConfig
+from ..backends import registry as backend_registry
+from ..layer_config import LayerConfig
 
 def _config(mode, bidirectional, has_bias, has_proj):
     return LayerConfig(mode, bidirectional, has_bias, has_proj)
@@ -155,14 +155,14 @@ def run_layer(cfg, backend, x, lengths, h0, c0, weights):
     Five routes, one contract:
 
     * ``torch.jit`` tracing: the composite layer (plain torch ops the tracer records);
-    * the dynamo ONNX exporter: ONNX's LSTM/GRU/RNN operator (:mod:`fusedrnn.onnx_layer`), the
+    * the dynamo ONNX exporter: ONNX's LSTM/GRU/RNN operator (:mod:`fusedrnn.ops.onnx_layer`), the
       export route below for an LSTM with a projection;
     * exporting: ``fusedrnn::layer_export``, which ``run_decompositions()`` lowers to aten ops
-      (:mod:`fusedrnn.layer_decomposition`);
+      (:mod:`fusedrnn.ops.layer_decomposition`);
     * compiling: the custom op itself (one opaque node, its registered autograd);
     * eager ``"torch"`` outside any ``torch.func`` transform: ``_VF`` directly, so torch's
       autograd differentiates it (no recompute);
-    * otherwise: the op through :class:`fusedrnn.layer_autograd.LayerForward`, whose
+    * otherwise: the op through :class:`fusedrnn.ops.layer_autograd.LayerForward`, whose
       ``setup_context`` and generated vmap rule make ``torch.func`` work.
     """
     if torch.jit.is_tracing():
@@ -182,7 +182,7 @@ def run_layer(cfg, backend, x, lengths, h0, c0, weights):
             cfg.has_proj,
         )
     elif backend == "torch" and torch._C._functorch.peek_interpreter_stack() is None:
-        from .backends.torch_native import run
+        from ..backends.torch_native import run
         return run(cfg, x, lengths, h0, c0, weights)
     else:
         from .layer_autograd import LayerForward

@@ -1,6 +1,6 @@
 """One layer as ONNX's own ``LSTM``/``GRU``/``RNN`` operator, for ``torch.onnx.export(dynamo=True)``.
 
-While the dynamo exporter traces, :func:`fusedrnn.layer_op.run_layer` calls :func:`layer`, which
+While the dynamo exporter traces, :func:`fusedrnn.ops.layer.run_layer` calls :func:`layer`, which
 emits the ONNX operator through ``torch.onnx.ops.symbolic_multi_out`` (a placeholder node with
 shapes only; onnxruntime computes it). The TorchScript exporter reaches the same operators
 through torch's ``aten::lstm`` symbolics instead (see :func:`fusedrnn.functional.forward`). An LSTM

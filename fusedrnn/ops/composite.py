@@ -1,7 +1,7 @@
 """One recurrent layer written in plain, differentiable torch ops: the op's composite form.
 
 This is the same one-layer contract as ``torch.ops.fusedrnn.layer_forward`` (see
-:mod:`fusedrnn.layer_op`), spelled as a Python time loop over the cell equations of DESIGN §3.
+:mod:`fusedrnn.ops.layer`), spelled as a Python time loop over the cell equations of DESIGN §3.
 It is what every backend falls back to where a fused kernel cannot go:
 
 * the autograd formula of ``layer_backward`` (double backward differentiates this, so every

@@ -11,7 +11,7 @@ op's kernel, where the values are real. Every output shape is known without read
     h0           [D, B, Hr]     c0 [D, B, H] for the LSTM, else None
   returns
     out_data     [N, D*Hr]      packed like ``data``
-    h_n, c_n, workspace         as ``fusedrnn::layer_forward`` (see :mod:`fusedrnn.layer_op`)
+    h_n, c_n, workspace         as ``fusedrnn::layer_forward`` (see :mod:`fusedrnn.ops.layer`)
 
 ``packed_initial_states`` makes the zero initial states when none is given: their batch size
 ``batch_sizes[0]`` is data-dependent, so the op reports it as one unbacked size shared by all.
@@ -23,8 +23,8 @@ backward at all; eager mode (with its pad helpers) supports it on every backend.
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from .backends import registry as backend_registry
-from .layer_config import LayerConfig
+from ..backends import registry as backend_registry
+from ..layer_config import LayerConfig
 
 
 def _pad(data, batch_sizes):
