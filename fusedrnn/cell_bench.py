@@ -14,11 +14,11 @@ median over this one in the same mode (> 1: fusedrnn is faster).
 import argparse
 import json
 import statistics
-import time
 
 import torch
 
 from .cells import GRUCell, LSTMCell, RNNCell
+from .kernels.timing import seconds_of
 
 FUSED = {"lstm": LSTMCell, "gru": GRUCell, "rnn": RNNCell}
 TORCH = {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell, "rnn": torch.nn.RNNCell}
@@ -33,25 +33,6 @@ def _decode_loop(cell, is_lstm, xs, h, c):
     for t in range(xs.shape[0]):
         state = cell(xs[t], state)
     return state
-
-
-def _timer(device):
-    """``time(fn) -> ms`` of one call, synchronised: CUDA events on a GPU."""
-    if device.type == "cuda":
-        def time_cuda(fn):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end)
-        return time_cuda
-
-    def time_host(fn):
-        start = time.perf_counter()
-        fn()
-        return (time.perf_counter() - start) * 1e3
-    return time_host
 
 
 def _graphed(loop, device):
@@ -79,12 +60,11 @@ def time_case(cell, is_lstm, batch, input_size, hidden, steps, dtype, device, mo
     def loop():
         return _decode_loop(cell, is_lstm, xs, h, c)
 
-    timer = _timer(device)
     with torch.no_grad():
         fn = _graphed(loop, device) if mode == "cuda-graph" else loop
         for _ in range(warmup):
             fn()
-        return statistics.median(timer(fn) for _ in range(runs))
+        return statistics.median(seconds_of(fn, device) * 1e3 for _ in range(runs))
 
 
 def decode_rows(device, cells=("lstm", "gru"), batches=(1, 64), hidden=1024, input_size=1024,

@@ -13,33 +13,14 @@ On the CPU (``--dry-run``) the first three are measured on small buffers and the
 with their reason, since an interpreted launch or barrier says nothing about a GPU's.
 """
 
-import time
-
-import numpy
 import torch
 
 from ..benchmark import DTYPES
+from ..kernels.timing import median_seconds
 from .records import Skip
 
 
-def _seconds(device, fn, repeats=10):
-    """Median seconds of ``fn()`` (one warm-up first): CUDA events on a GPU, the host clock on
-    the CPU."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return float(numpy.median(times))
+REPEATS = 10
 
 
 def matmul(device, dtype):
@@ -50,7 +31,7 @@ def matmul(device, dtype):
     before = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
     try:
-        s = _seconds(device, lambda: a @ b)
+        s = median_seconds(lambda: a @ b, device, REPEATS)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = before
     return {"tflops": 2 * n ** 3 / s / 1e12, "n": n,
@@ -61,7 +42,7 @@ def hbm_copy(device):
     size = 2 ** 30 if device.type == "cuda" else 2 ** 26
     src = torch.randint(0, 255, (size,), dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    s = _seconds(device, lambda: dst.copy_(src))
+    s = median_seconds(lambda: dst.copy_(src), device, REPEATS)
     return {"gb_per_s": 2 * size / s / 1e9, "bytes": size}
 
 
@@ -79,7 +60,7 @@ def l2_read(device):
     def reads():
         for _ in range(passes):
             buf.sum()
-    return {"gb_per_s": size * passes / _seconds(device, reads) / 1e9, "bytes": size}
+    return {"gb_per_s": size * passes / median_seconds(reads, device, REPEATS) / 1e9, "bytes": size}
 
 
 def launch_triton(device):

@@ -8,13 +8,12 @@ suite times, after warm-up runs that keep compilation out, as the median of at l
 report turns them into the bench JSON schema.
 """
 
-import time
-
 import numpy
 import torch
 
 from .. import benchmark
 from ..benchmark import Case
+from ..kernels.timing import seconds_of
 from .records import Skip
 
 MIN_ROUNDS = 10
@@ -38,27 +37,14 @@ def providers():
         (["flashrnn"] if "flashrnn" in benchmark.provider_names() else [])
 
 
-def _one(device, fn):
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def time_mode(device, runner, mode):
     """``(median seconds, all samples)`` of one mode (``fwd`` or ``fwdbwd``)."""
     fn = getattr(runner, f"run_{mode}")
     for _ in range(WARMUP):
         fn()
-    samples = [_one(device, fn)]
+    samples = [seconds_of(fn, device)]
     rounds = max(MIN_ROUNDS, min(100, int(TARGET_S / max(samples[0], 1e-6))))
-    samples += [_one(device, fn) for _ in range(rounds - 1)]
+    samples += [seconds_of(fn, device) for _ in range(rounds - 1)]
     return float(numpy.median(samples)), samples
 
 

@@ -8,6 +8,7 @@ exactly the compile options, include paths and launch path of the backends' kern
 import numpy
 import torch
 
+from ..timing import median_seconds
 from . import loader
 
 COOPERATIVE_SOURCES = frozenset({"probe_grid_sync.cu"})
@@ -28,20 +29,6 @@ def bf16_mma_error(device):
     return ((c - want).norm() / want.norm()).item()
 
 
-def _event_seconds(device, fn, repeats):
-    """Median seconds of ``fn()`` over ``repeats`` CUDA-event-timed runs (after one warm-up)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return float(numpy.median(times))
-
-
 def empty_launch_us(device, launches=2000, repeats=5):
     """Microseconds per launch of an empty kernel, ``launches`` back to back through
     :func:`loader.launch` (argument checks and stream hand-off included: what a per-step
@@ -52,7 +39,7 @@ def empty_launch_us(device, launches=2000, repeats=5):
     def burst():
         for _ in range(launches):
             loader.launch(fn, (1,), (32,), [anchor])
-    return _event_seconds(device, burst, repeats) / launches * 1e6
+    return median_seconds(burst, device, repeats) / launches * 1e6
 
 
 def grid_sync_us(device, blocks, rounds=10_000, repeats=3):
@@ -68,7 +55,7 @@ def grid_sync_us(device, blocks, rounds=10_000, repeats=3):
 
     def run():
         loader.launch(fn, (blocks,), (BARRIER_THREADS,), [numpy.int32(rounds), out])
-    seconds = _event_seconds(device, run, repeats)
+    seconds = median_seconds(run, device, repeats)
     if int(out.item()) != rounds:
         raise RuntimeError(f"probe_grid_sync saw {int(out.item())} rounds, not {rounds}")
     return seconds / rounds * 1e6

@@ -8,11 +8,11 @@ passes per launch, N = elements of the L2-resident buffer, BLOCK = elements a pr
 per load.
 """
 
-import numpy
 import torch
 import triton
 import triton.language as tl
 
+from ..timing import median_seconds
 from . import split_common
 
 
@@ -49,19 +49,6 @@ def probe_read_kernel(p_buf, p_out, N, rounds, BLOCK: tl.constexpr):
     tl.store(p_out + pid, tl.sum(acc, axis=0))
 
 
-def _event_seconds(fn, repeats):
-    fn()                                   # warm-up: compilation and module load stay out
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return float(numpy.median(times))
-
-
 def empty_launch_us(device, launches=2000, repeats=5):
     """Microseconds per launch of an empty Triton kernel, ``launches`` back to back (Triton's
     host-side launch path: argument specialisation, cache look-up, driver call)."""
@@ -70,7 +57,7 @@ def empty_launch_us(device, launches=2000, repeats=5):
     def burst():
         for _ in range(launches):
             probe_empty_kernel[(1,)](anchor)
-    return _event_seconds(burst, repeats) / launches * 1e6
+    return median_seconds(burst, device, repeats) / launches * 1e6
 
 
 def l2_read_gbps(device, nbytes, rounds=50, repeats=5, BLOCK=4096):
@@ -84,7 +71,7 @@ def l2_read_gbps(device, nbytes, rounds=50, repeats=5, BLOCK=4096):
 
     def run():
         probe_read_kernel[(programs,)](buf, out, n, rounds, BLOCK=BLOCK, num_warps=8)
-    return n * 4 * rounds / _event_seconds(run, repeats) / 1e9
+    return n * 4 * rounds / median_seconds(run, device, repeats) / 1e9
 
 
 def barrier_us(device, n_programs, rounds=10_000, repeats=3, num_warps=split_common.NUM_WARPS):
@@ -103,7 +90,7 @@ def barrier_us(device, n_programs, rounds=10_000, repeats=3, num_warps=split_com
     def run():
         bar.zero_()           # each launch starts from a fresh barrier, as a split launch does
         probe_barrier_kernel[(n_programs,)](*args, **options)
-    seconds = _event_seconds(run, repeats)
+    seconds = median_seconds(run, device, repeats)
     if int(out.item()) != rounds:
         raise RuntimeError(f"probe_barrier_kernel passed {int(out.item())} barriers, not {rounds}")
     return seconds / rounds * 1e6
