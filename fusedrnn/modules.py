@@ -131,10 +131,15 @@ def _replacement(module, backend):
 
 
 def _copy_hooks(module, new):
-    # Hooks registered on the torch module (forward, backward, state_dict ...) carry over.
+    """What a user registered on the torch module carries over: every hook table (forward,
+    pre-forward, backward, state_dict, load_state_dict, and the bookkeeping of hooks registered
+    ``with_kwargs=True`` or ``always_call=True``: ``_forward_hooks_with_kwargs``,
+    ``_forward_pre_hooks_with_kwargs``, ``_forward_hooks_always_called``) and every buffer."""
     for name, value in vars(module).items():
-        if name.startswith("_") and name.endswith("hooks") and isinstance(value, dict):
+        if name.startswith("_") and "hooks" in name and isinstance(value, (dict, set)):
             setattr(new, name, value)
+    for name, buf in module._buffers.items():
+        new.register_buffer(name, buf, persistent=name not in module._non_persistent_buffers_set)
 
 
 _CELL_REPLACEMENTS = {nn.LSTMCell: LSTMCell, nn.GRUCell: GRUCell, nn.RNNCell: RNNCell}

@@ -197,3 +197,24 @@ def test_convert_keeps_hooks():
     fusedrnn.convert(model)
     model(torch.randn(2, 1, 3))
     assert seen == ["GRU"] and isinstance(model[0], fusedrnn.GRU)
+
+
+@pytest.mark.parametrize("make, x", [(lambda: torch.nn.GRU(3, 4), torch.randn(5, 2, 3)),
+                                     (lambda: torch.nn.GRUCell(3, 4), torch.randn(2, 3))],
+                         ids=["GRU", "GRUCell"])
+def test_convert_keeps_kwargs_hooks_always_called_hooks_and_buffers(make, x):
+    """Hooks registered ``with_kwargs=True`` / ``always_call=True`` keep their bookkeeping
+    tables, and buffers a user registered (persistent or not) carry over."""
+    module = make()
+    seen = []
+    module.register_forward_pre_hook(lambda mod, args, kwargs: seen.append("pre"),
+                                     with_kwargs=True)
+    module.register_forward_hook(lambda mod, args, kwargs, out: seen.append("post"),
+                                 with_kwargs=True, always_call=True)
+    module.register_buffer("step", torch.tensor(3.0))
+    module.register_buffer("scratch", torch.ones(2), persistent=False)
+    new = fusedrnn.convert(module)
+    new(x)
+    assert seen == ["pre", "post"]
+    assert new.step is module.step and new.scratch is module.scratch
+    assert "step" in new.state_dict() and "scratch" not in new.state_dict()
