@@ -1,4 +1,5 @@
-"""torch.compile(fullgraph=True) on models that contain fusedrnn modules: forward and backward."""
+"""torch.compile (default mode and fullgraph=True) on models that contain fusedrnn modules:
+forward and backward on every CPU-capable backend."""
 
 import pytest
 import torch
@@ -20,9 +21,10 @@ class Tagger(torch.nn.Module):
         return self.head(y).square().mean() + h.square().mean()
 
 
-@pytest.mark.parametrize("backend", ["auto", "reference", "triton-step"])
+@pytest.mark.parametrize("fullgraph", [True, False], ids=["fullgraph", "default"])
+@pytest.mark.parametrize("backend", ["auto", "reference", "triton-step", "triton-persistent"])
 @pytest.mark.parametrize("cls", [fusedrnn.LSTM, fusedrnn.GRU])
-def test_compile_fullgraph_forward_and_backward(cls, backend):
+def test_compile_forward_and_backward(cls, backend, fullgraph):
     torch._dynamo.reset()
     torch.manual_seed(0)
     model = Tagger(cls(3, 5, num_layers=2, bidirectional=True, backend=backend))
@@ -33,7 +35,7 @@ def test_compile_fullgraph_forward_and_backward(cls, backend):
     eager_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
 
-    compiled = torch.compile(model, fullgraph=True)
+    compiled = torch.compile(model, fullgraph=fullgraph)
     loss = compiled(x)
     loss.backward()
     assert_rel_close(loss, eager_loss, torch.float32, "compiled loss")

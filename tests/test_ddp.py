@@ -24,7 +24,10 @@ def _free_loopback_port():
 def test_ddp_matches_single_process(tmp_path):
     tests_dir = Path(__file__).parent
     port = _free_loopback_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tests_dir), os.environ.get("PYTHONPATH", "")]))
+    # Loopback only: gloo would otherwise pick the interface its hostname resolves to, which on
+    # many machines is the host's own address, not 127.0.0.1.
+    env = dict(os.environ, GLOO_SOCKET_IFNAME="lo",
+               PYTHONPATH=os.pathsep.join([str(tests_dir), os.environ.get("PYTHONPATH", "")]))
     outs = [tmp_path / f"rank{r}.pt" for r in range(WORLD)]
     procs = [subprocess.Popen([sys.executable, str(tests_dir / "ddp_worker.py"), str(r), str(WORLD),
                                str(port), str(outs[r])], env=env) for r in range(WORLD)]
@@ -35,6 +38,7 @@ def test_ddp_matches_single_process(tmp_path):
         for p in procs:
             if p.poll() is None:
                 p.kill()
+                p.wait()
 
     ranks = [torch.load(o) for o in outs]
     for backend in BACKENDS:

@@ -10,8 +10,11 @@ exported program does not run backward through the fused kernels). Its kernels:
 * ``CompositeImplicitAutograd``: the composite layer (:mod:`fusedrnn.ops.composite`: one GEMM for the
   input projection, then the unrolled time loop). ``run_decompositions()`` lowers every custom op
   that has such a kernel, so the decomposed program holds aten ops only and saves, loads and
-  runs where fusedrnn is not installed. Autograd through the op (no autograd formula is
-  registered) also differentiates this composite.
+  runs where fusedrnn is not installed, and differentiates through those aten ops.
+
+The op itself has no autograd formula: a program that is *not* decomposed runs forward only
+(``backward`` through ``ep.module()`` raises "no autograd formula was registered"); decompose
+it to fine-tune it.
 
 Why not a decomposition on ``layer_forward`` itself: inductor copies every
 ``CompositeImplicitAutograd`` kernel into its own decomposition table when it is imported, so
