@@ -136,7 +136,7 @@ def test_dry_run_passes_every_triton_backend_and_cell(tmp_path):
         assert r["detail"]["worst"] <= r["detail"]["tolerance"]
     cupy = [r for r in recs if r["backend"] in ("cupy-step", "cupy-persistent")]
     assert cupy and all(r["status"] == "skip" for r in cupy)
-    for kind in ("determinism", "eval_backward"):
+    for kind in ("determinism", "eval_backward", "double_backward"):
         got = {r["backend"]: r["status"] for r in recs if r["kind"] == kind}
         assert all(got[b] == "pass" for b in plan.TRITON), (kind, got)
     tiled = [r for r in recs if r["kind"] == "limit" and r.get("form") == "batch_tiled"]

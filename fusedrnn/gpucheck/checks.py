@@ -211,6 +211,50 @@ def determinism(item, device):
     return ("fail" if differ else "pass"), dict(ran=ran, differ=differ, compared=len(runs[0]))
 
 
+def _gradient_penalty_grads(problem, module, dtype, device):
+    """Parameter gradients of ``‖∂L/∂θ‖²`` (a gradient penalty: double backward through the
+    layer), with ``L`` the problem's seeded loss."""
+    leaves = problem.leaves(dtype, device)
+    x, hx = leaves[0], (tuple(leaves[1:]) if len(leaves) == 3 else leaves[1])
+    inp = x if problem.lengths is None else \
+        pack_padded_sequence(x, problem.lengths, enforce_sorted=False)
+    out, hidden = module(inp, hx)
+    out = out.data if isinstance(out, PackedSequence) else out
+    g = torch.Generator().manual_seed(problem.seed + 1)
+    loss = (out * torch.randn(out.shape, generator=g).to(problem.dtype).to(out)).sum()
+    params = [p for _, p in module.named_parameters()]
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    penalty = sum((gr.float() ** 2).sum() for gr in grads)
+    second = torch.autograd.grad(penalty, params)
+    return {n: s for (n, _), s in zip(module.named_parameters(), second)}
+
+
+def double_backward(item, device):
+    """A gradient penalty (``create_graph=True``, then backward) against the float64 oracle.
+    Backend ``"torch"`` on CUDA is cuDNN, which refuses double backward exactly as for
+    ``torch.nn``: recorded as a skip with cuDNN's words, any other error fails."""
+    problem = Problem(item["cell"], item["dtype"], item["bidirectional"], item["packed"],
+                      item["shape"], device)
+    module = problem.module(item["backend"])
+    try:
+        ran = _require_supported(module, device)
+    except Refused as exc:
+        return "fail", dict(message=f"refused a supported configuration: {exc}"[:400])
+    ref = problem.module("reference", torch.float64, torch.device("cpu"))
+    want = _gradient_penalty_grads(problem, ref, torch.float64, torch.device("cpu"))
+    try:
+        got = _gradient_penalty_grads(problem, module, problem.dtype, device)
+    except RuntimeError as exc:
+        if ran == "torch" and device.type == "cuda" and "CuDNN" in str(exc):
+            raise Skip(f"backend 'torch' is cuDNN here, which refuses double backward as for "
+                       f"torch.nn: {exc}"[:300]) from exc
+        raise
+    ok, errors = compare(got, want, problem.dtype, MODE[item["cell"]])
+    worst = max([v for v in errors.values() if isinstance(v, float)], default=0)
+    return ("pass" if ok else "fail"), dict(ran=ran, worst=worst, errors=errors,
+                                            tolerance=tolerance(problem.dtype, MODE[item["cell"]]))
+
+
 def eval_backward(item, device):
     """Backward with the module in eval mode (cuDNN refuses it), checked like ``parity``."""
     return parity(item, device, train=False)
@@ -272,4 +316,4 @@ def limit(item, device):
 
 
 KINDS = {"parity": parity, "warm": warm, "determinism": determinism,
-         "eval_backward": eval_backward, "limit": limit}
+         "eval_backward": eval_backward, "double_backward": double_backward, "limit": limit}

@@ -123,6 +123,15 @@ def eval_backward_items(dry_run):
                   False, shape) for b in ("auto",) + FUSED]
 
 
+def double_backward_items(dry_run):
+    """A gradient penalty through the layer (double backward) on every backend, ``"auto"``
+    included, bidirectional and packed: the second-order path differentiates the composite
+    layer, so it is slow by design and the shape is small."""
+    shape = dict(T=3, B=3, In=5, H=6) if dry_run else dict(T=8, B=4, In=32, H=32)
+    return [_item("correctness", "double_backward", "double_backward", CHECK_S, b, "lstm", "fp32",
+                  True, True, shape) for b in ("auto",) + FUSED]
+
+
 def timing_cases(dry_run):
     """The README's goal cases (``benchmark.Case``s) and the modes timed for each."""
     if dry_run:
@@ -193,7 +202,7 @@ def items_for(phase, dry_run, peaks=None):
         return aot_compile_items(dry_run) if dry_run else warm_items(dry_run)
     if phase == "correctness":
         return (correctness_matrix(dry_run) + limit_items(dry_run) + determinism_items(dry_run)
-                + eval_backward_items(dry_run))
+                + eval_backward_items(dry_run) + double_backward_items(dry_run))
     if phase == "timing":
         return timing_items(dry_run, peaks)
     raise ValueError(f"unknown phase {phase!r}; choose from {', '.join(PHASES)}")
