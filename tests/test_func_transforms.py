@@ -182,3 +182,30 @@ def vjp_free_hvp(f, x, v):
     from torch.func import jvp
 
     return jvp(grad(f), (x,), (v,))[1]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_vmap_over_the_initial_state_only_matches_a_loop(backend):
+    """h0 (and c0) vmapped while x is shared, at a non-zero in_dim, with out_dims=1."""
+    model = _model(backend)
+    dtype = _dtype(backend)
+    x = _randn(3, 2, 2, dtype=dtype)                       # [T=3, B=2, In=2], shared
+    h0s = _randn(2, 4, 2, 3, dtype=dtype, seed=2)          # N=4 at dim 1 of [D, N, B, H]
+    c0s = _randn(2, 4, 2, 3, dtype=dtype, seed=3)
+
+    def run(h0, c0):
+        return model(x, (h0, c0))[0]
+    out = vmap(run, in_dims=(1, 1), out_dims=1)(h0s, c0s)  # [T, N, B, D*H]
+    for i in range(4):
+        assert_rel_close(out[:, i], run(h0s[:, i], c0s[:, i]), dtype, f"sample {i}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nested_vmap_matches_a_double_loop(backend):
+    model = _model(backend, fusedrnn.GRU)
+    dtype = _dtype(backend)
+    xs = _randn(2, 3, 2, 1, 2, dtype=dtype)                # [N1=2, N2=3, T=2, B=1, In=2]
+    out = vmap(vmap(lambda x: model(x)[0]))(xs)
+    for i in range(2):
+        for j in range(3):
+            assert_rel_close(out[i, j], model(xs[i, j])[0], dtype, f"sample {i},{j}")
