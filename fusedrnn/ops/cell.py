@@ -20,7 +20,8 @@ gradients of ``(x, h, c, w_ih, w_hh, b_ih, b_hh)``; ``needs`` (7 flags, autograd
 their GEMMs. ``cell_backward`` is differentiable (any order) through a composite torch-ops
 cell (:mod:`fusedrnn.ops.cell_second_order`). In eager mode :func:`run_cell` calls both ops
 through ``autograd.Function`` twins with ``setup_context`` (:mod:`fusedrnn.ops.cell_autograd`),
-which ``torch.func.grad``/``vjp`` need. Bad shapes are refused before the op, with torch's own
+which ``torch.func.grad``/``vjp`` need; both ops have batching rules for ``torch.func.vmap``
+(:mod:`fusedrnn.ops.cell_vmap`). Bad shapes are refused before the op, with torch's own
 messages (:func:`check_step`), so the op itself never sees them.
 """
 
@@ -186,3 +187,7 @@ def run_cell(mode, backend, x, h, c, w_ih, w_hh, b_ih, b_hh):
         else:
             h_new, c_new, _ = CellForward.apply(mode, chosen.name, save, *args)
     return h_new, (c_new if c is not None else None)
+
+
+# The batching rules of both ops (torch.func.vmap, jacrev, per-sample gradients).
+from . import cell_vmap  # noqa: E402,F401

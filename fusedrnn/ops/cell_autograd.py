@@ -3,7 +3,9 @@
 A ``torch.library.custom_op``'s registered autograd is an ``autograd.Function`` without
 ``setup_context``, which ``torch.func`` transforms refuse ("must override the setup_context
 staticmethod"). These Functions call the very same ops below autograd, with ``setup_context``,
-so ``torch.func.grad``, ``vjp`` and ``jacrev`` compose with every cell backend. The backward of
+and ``generate_vmap_rule`` (the ops' batching rules, :mod:`fusedrnn.ops.cell_vmap`, do the
+vmapping), so ``torch.func.grad``, ``vjp``, ``vmap`` and ``jacrev`` compose with every cell
+backend. The backward of
 :class:`CellBackward` differentiates the composite cell (:mod:`fusedrnn.ops.cell_second_order`),
 so double backward and higher orders work too. Tensors are as in :mod:`fusedrnn.ops.cell`.
 """
@@ -15,6 +17,8 @@ from . import cell as cell_op
 
 class CellForward(torch.autograd.Function):
     """``(mode, backend, save, x, h, c, w_ih, w_hh, b_ih, b_hh) -> (h', c', workspace)``."""
+
+    generate_vmap_rule = True   # the ops' own batching rules (fusedrnn/ops/cell_vmap.py)
 
     @staticmethod
     def forward(mode, backend, save, x, h, c, w_ih, w_hh, b_ih, b_hh):
@@ -44,6 +48,8 @@ class CellBackward(torch.autograd.Function):
     -> the 7 primal gradients`` (empty where not needed); differentiable in the cotangents and
     the primals. The argument order is the op's, so :func:`fusedrnn.ops.cell.first_order`
     calls either the same way."""
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(dh, dc, x, h, c, w_ih, w_hh, b_ih, b_hh, workspace, mode, backend, needs):
