@@ -110,3 +110,24 @@ def test_cuda_policy_casts_everything_to_the_autocast_dtype(cell):
 def test_cuda_autocast_matches_torch(cell, backend, low, ieee_fp32):
     for x_dtype, state_dtype in [(torch.float32, torch.float32), (low, low), (low, None)]:
         check_like_torch(cell, backend, x_dtype, state_dtype, "cuda", low)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "rnn_tanh"])
+def test_cpu_autocast_under_torch_compile(cell, tmp_path, monkeypatch):
+    """The compiled route (the op directly, no autograd.Function) casts the same way: an fp32
+    model fed fp32 returns torch's dtypes (LSTM fp32, RNN bf16) with fullgraph=True."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    torch._dynamo.reset()
+    ref, ours = twins(cell, IN, H, "triton-step", dtype=torch.float32, device="cpu")
+    x, hx, _ = _inputs(cell, torch.float32, torch.float32, "cpu")
+
+    def step(module, x, hx):
+        with torch.autocast("cpu", torch.bfloat16):
+            out = module(x, hx)
+        return list(out) if isinstance(out, tuple) else [out]
+
+    want = step(ref, x, hx)
+    got = torch.compile(step, fullgraph=True, backend="aot_eager")(ours, x, hx)
+    assert [o.dtype for o in got] == [o.dtype for o in want]
+    for i, (a, b) in enumerate(zip(got, want, strict=True)):
+        assert_rel_close(a, b, torch.bfloat16, f"{cell} compiled output {i}")
