@@ -4,7 +4,7 @@
 ``cell_backward`` maps primals ``(x, h, [c,] w_ih, w_hh, [b_ih, b_hh])`` and cotangents
 ``(dh', [dc'])`` to the primals' gradients ``J(primals)ᵀ · cotangents``; its own VJP is the VJP
 of that map, which :func:`torch.func.vjp` computes over :func:`composite_step`. Exact (the
-cell's equations in plain torch ops), the same for every backend, and itself differentiable,
+cell's equations in plain torch ops, those the composite layer steps with), the same for every backend, and itself differentiable,
 so third and higher orders follow.
 
 Shapes: ``x [B, In]``, ``h``/``c [B, H]``, ``w_ih [G*H, In]``, ``w_hh [G*H, H]``,
@@ -15,26 +15,18 @@ without a cell state, biases with ``bias=False``) are None and take no part.
 import torch
 import torch.nn.functional as F
 
+from . import composite
+
 PRIMAL_NAMES = ("x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh")
 
 
 def composite_step(mode, x, h, c, w_ih, w_hh, b_ih, b_hh):
-    """One step in torch ops, gate order and GRU reset placement as ``torch.nn``'s cells.
+    """One step in torch ops: the composite layer's own cell step (:mod:`fusedrnn.ops.composite`,
+    gate order and GRU reset placement as ``torch.nn``'s cells), after the input product.
     Returns ``(h', c')`` (``c'`` None without a cell state)."""
     gi = F.linear(x, w_ih, b_ih)                                              # [B, G*H]
-    gh = F.linear(h, w_hh, b_hh)                                              # [B, G*H]
-    if mode == "LSTM":
-        i, f, g, o = (gi + gh).chunk(4, 1)
-        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c_new), c_new
-    if mode == "GRU":
-        i_r, i_z, i_n = gi.chunk(3, 1)
-        h_r, h_z, h_n = gh.chunk(3, 1)
-        r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
-        n = torch.tanh(i_n + r * h_n)     # the reset gate scales the recurrent part only
-        return (1 - z) * n + z * h, None
-    a = gi + gh
-    return (torch.tanh(a) if mode == "RNN_TANH" else torch.relu(a)), None
+    w = {"w_hh": w_hh} if b_hh is None else {"w_hh": w_hh, "b_hh": b_hh}
+    return composite._cell_step(mode, gi, h, c, w)
 
 
 def _first_order(mode, given, present, n_primals):
