@@ -176,16 +176,25 @@ def run_cell(mode, backend, x, h, c, w_ih, w_hh, b_ih, b_hh):
     # Inference (decode loops under no_grad) saves nothing: the kernels skip the workspace.
     save = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     args = (x, h, c, w_ih, w_hh, b_ih, b_hh)
-    if torch.compiler.is_compiling():
-        h_new, c_new, _ = torch.ops.fusedrnn.cell_forward(*args, mode, chosen.name, save)
+    # The op itself when compiling (its registered autograd) and for inference outside any
+    # torch.func transform (nothing to differentiate: no autograd.Function overhead per step);
+    # otherwise its autograd.Function twin, which torch.func needs.
+    if torch.compiler.is_compiling() or (
+            not save and torch._C._functorch.peek_interpreter_stack() is None):
+        def step():
+            return torch.ops.fusedrnn.cell_forward(*args, mode, chosen.name, save)
     else:
-        from .cell_autograd import CellForward
-        # No autocast context at all when autocast is off (export would record a node for it).
-        if autocast_on:
-            with torch.autocast(device_type, enabled=False):
-                h_new, c_new, _ = CellForward.apply(mode, chosen.name, save, *args)
-        else:
-            h_new, c_new, _ = CellForward.apply(mode, chosen.name, save, *args)
+        from .cell_autograd import CellForward   # here: that module imports this one
+
+        def step():
+            return CellForward.apply(mode, chosen.name, save, *args)
+    # The inputs are in their autocast dtypes already. No autocast context at all when autocast
+    # is off (export would record a node for it).
+    if autocast_on:
+        with torch.autocast(device_type, enabled=False):
+            h_new, c_new, _ = step()
+    else:
+        h_new, c_new, _ = step()
     return h_new, (c_new if c is not None else None)
 
 
