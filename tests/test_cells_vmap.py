@@ -1,4 +1,4 @@
-"""``torch.func.vmap`` over the fused cells (the ops' batching rules, ``fusedrnn/ops/cell_vmap.py``):
+"""``torch.func.vmap`` over the fused cells (the ops' batching rules, ``ops/cell_vmap.py``):
 shared weights fold the vmapped dimension into the batch, per-sample weights loop; ``jacrev``
 and per-sample gradients (``vmap(grad)``) go through ``cell_backward``'s rule. Compared with
 ``torch.nn``'s cells run sample by sample (``torch.nn.LSTMCell`` itself has no batching rule:

@@ -4,8 +4,8 @@
 ``cell_backward`` maps primals ``(x, h, [c,] w_ih, w_hh, [b_ih, b_hh])`` and cotangents
 ``(dh', [dc'])`` to the primals' gradients ``J(primals)ᵀ · cotangents``; its own VJP is the VJP
 of that map, which :func:`torch.func.vjp` computes over :func:`composite_step`. Exact (the
-cell's equations in plain torch ops, those the composite layer steps with), the same for every backend, and itself differentiable,
-so third and higher orders follow.
+cell's equations in plain torch ops, those the composite layer steps with), the same for
+every backend, and itself differentiable, so third and higher orders follow.
 
 Shapes: ``x [B, In]``, ``h``/``c [B, H]``, ``w_ih [G*H, In]``, ``w_hh [G*H, H]``,
 ``b_ih``/``b_hh [G*H]`` (G gates: LSTM 4, GRU 3, RNN 1). Absent tensors (``c`` for cells
