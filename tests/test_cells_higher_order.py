@@ -128,3 +128,22 @@ def test_torch_func_grad_and_vjp(cell, backend):
     out_ours, vjp_ours = vjp(lambda inp: ours(inp, hx), x)
     cot = tuple(torch.ones_like(o) for o in out_ref) if is_lstm(cell) else torch.ones_like(out_ref)
     assert_rel_close(vjp_ours(cot)[0], vjp_ref(cot)[0], F32, f"{cell} {backend} vjp")
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton-step"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_third_order_matches_torch(cell, backend):
+    """The second order is itself differentiable (torch.func results carry history)."""
+    ref, ours = twins(cell, 3, 4, backend, dtype=F32, device="cpu")
+    leaves = _leaves(cell, 2, 3, 4, False, F32)
+    hx = (leaves[1].detach(), leaves[2].detach()) if is_lstm(cell) else leaves[1].detach()
+
+    def third(module):
+        x = leaves[0].detach().requires_grad_()
+        out = module(x, hx)
+        loss = sum(o.sin().sum() for o in (out if isinstance(out, tuple) else (out,)))
+        g1, = torch.autograd.grad(loss, x, create_graph=True)
+        g2, = torch.autograd.grad((g1 ** 2).sum(), x, create_graph=True)
+        return torch.autograd.grad((g2 ** 3).sum(), x)[0]
+
+    assert_rel_close(third(ours), third(ref), F32, f"{cell} {backend} third order")
