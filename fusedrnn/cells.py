@@ -12,7 +12,7 @@ Shapes: input ``[B, In]`` or unbatched ``[In]``; states ``[B, H]`` or ``[H]``.
 """
 
 import torch
-from torch import nn
+from torch import _VF, nn
 
 from .backends.cell import registry as cell_registry
 from .ops.cell import run_cell
@@ -103,6 +103,11 @@ class LSTMCell(_FusedCell, nn.LSTMCell):
             hx = (zeros, zeros)
         elif not is_batched:
             hx = (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
+        elif isinstance(hx, torch.Tensor):
+            # A stacked [2, B, H] state: torch's argument parser refuses it (a TypeError); let
+            # torch's cell say so in its own words. (Unbatched, torch's forward has made the
+            # tuple itself above, and so have we.)
+            _VF.lstm_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         if len(hx) != 2:   # ATen's check in lstm_cell, before the shape checks
             raise RuntimeError("lstm_cell expects two hidden states")
         ret = self._step(input, hx[0], hx[1])

@@ -39,8 +39,9 @@ def signature(fn, dtype, constexprs):
 
 
 def main(dtype):
-    # The launch's dot configuration (launch_common.dot_mode on a GPU): fp32 operands with TF32
-    # for fp32 models (cudnn.allow_tf32's default), native fp16/bf16 operands otherwise.
+    # A launch's dot configuration (cell_step.cell_dot_mode on a GPU): fp32 operands with TF32
+    # for fp32 models (under torch.backends.cuda.matmul.allow_tf32; its IEEE default lowers
+    # the same dot without the TF32 instruction), native fp16/bf16 operands otherwise.
     base = {"BB": BB, "BH": BH, "BK": BK, "DOT_FP32": dtype == "fp32",
             "PRECISION": "tf32" if dtype == "fp32" else "ieee"}
     for fn, variants in KERNELS:

@@ -3,6 +3,7 @@
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import fusedrnn
 from cell_cases import DEVICE, CELLS, ieee_fp32, is_lstm, make_inputs, run_module, twins  # noqa: F401
@@ -134,15 +135,33 @@ def test_inference_skips_the_workspace_and_gives_the_same_step(cell):
     args = (x, h, c, ref.weight_ih, ref.weight_hh, ref.bias_ih, ref.bias_hh, CELLS[cell][3],
             "triton-step")
     h_train, c_train, ws_train = torch.ops.fusedrnn.cell_forward(*args, True)
+    module = CELLS[cell][1](4, 6, **CELLS[cell][2], backend="triton-step").to(DEVICE)
+    module.load_state_dict(ref.state_dict())
     with torch.no_grad():
         h_inf, c_inf, ws_inf = torch.ops.fusedrnn.cell_forward(*args, False)
-        module_out = CELLS[cell][1](4, 6, **CELLS[cell][2], backend="triton-step").to(DEVICE)
-        module_out.load_state_dict(ref.state_dict())
-        module_out = module_out(x, hx)
+        with SpySave() as no_grad_calls:
+            module_out = module(x, hx)
+    with SpySave() as training_calls:
+        module(x, hx)
+    # The module path asks the op for no workspace under no_grad, and for one in training.
+    assert no_grad_calls.saves == [False] and training_calls.saves == [True]
     assert ws_train.numel() > 0 and ws_inf.numel() == 0
     assert torch.equal(h_inf, h_train.detach()) and torch.equal(c_inf, c_train.detach())
     first = module_out[0] if is_lstm(cell) else module_out
     assert torch.equal(first, h_train.detach())
+
+
+class SpySave(TorchDispatchMode):
+    """Records the ``save`` argument of every ``fusedrnn::cell_forward`` call inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.saves = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.fusedrnn.cell_forward.default:
+            self.saves.append(args[-1])
+        return func(*args, **(kwargs or {}))
 
 
 def test_op_backward_refuses_a_step_that_saved_nothing():

@@ -50,6 +50,9 @@ def bad_calls(cell):
             "one_state": (randn(B, IN), (randn(B, H),)),
             "three_states": (randn(B, IN), (randn(B, H),) * 3),
             "unbatched_one_state": (randn(IN), (randn(H),)),
+            # a stacked [2, B, H] tensor: torch's argument parser wants a tuple
+            "stacked_state_tensor": (randn(B, IN), randn(2, B, H)),
+            "stacked_state_tensor_3": (randn(B, IN), randn(3, B, H)),
         })
     return cases
 

@@ -29,7 +29,7 @@ import triton.language as tl
 
 from .cell_math import (gru_backward, gru_forward, lstm_backward, lstm_forward, rnn_activation,
                         rnn_activation_grad)
-from .launch_common import BB, BH, BK, dot_mode
+from .launch_common import BB, BH, BK, compiled_dot_mode, interpreting
 from .step_common import rows_dot, tanh
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
@@ -211,6 +211,16 @@ def rnn_cell_bwd_kernel(p_dh, p_ws, p_dg, B, H, RELU: tl.constexpr, BB: tl.const
 # ---------------------------------------------------------------- launchers
 
 
+def cell_dot_mode(dtype):
+    """``(DOT_FP32, PRECISION)`` of the forward kernel's dots. torch's cells are cuBLAS GEMMs,
+    so fp32 cells use TF32 exactly when ``torch.backends.cuda.matmul.allow_tf32`` says so
+    (default off), not cuDNN's switch that the sequence kernels follow; the backward's GEMMs
+    (``backends/cell/triton_step.py``) follow the same flag. fp32 IEEE under the interpreter."""
+    if interpreting():
+        return True, "ieee"
+    return compiled_dot_mode(dtype, False, torch.backends.cuda.matmul.allow_tf32)
+
+
 def _grid(B, H):
     return (triton.cdiv(B, BB), triton.cdiv(H, BH))
 
@@ -224,7 +234,7 @@ def forward(mode, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, ws):
     H = w_hh.shape[1]
     if B == 0 or H == 0:   # nothing to write (torch allows both); an empty grid cannot launch
         return
-    dot_fp32, precision = dot_mode(w_hh.dtype)
+    dot_fp32, precision = cell_dot_mode(w_hh.dtype)
     has_bias = b_ih is not None
     # Without bias the pointers are never read (HAS_BIAS is a constexpr); any tensor will do.
     b_ih, b_hh = (b_ih, b_hh) if has_bias else (w_ih, w_hh)

@@ -46,7 +46,8 @@ class CellReferenceBackend:
         c_out = _to_torch(c_new, c) if c is not None else x.new_empty(0)
         return _to_torch(h_new, h), c_out, x.new_empty(0)
 
-    def backward(self, mode, x, h, c, w_ih, w_hh, b_ih, b_hh, workspace, dh, dc):
+    def backward(self, mode, x, h, c, w_ih, w_hh, b_ih, b_hh, workspace, dh, dc, needs):
+        # The oracle's backward is all or nothing; the op drops what ``needs`` does not name.
         cell = reference.CELLS[mode]
         p = _params(w_ih, w_hh, b_ih, b_hh)
         _, _, cache = cell.forward_step(p, _np(x), _np(h), _np(c))

@@ -6,8 +6,10 @@ A cell backend implements the one-step contract (see :mod:`fusedrnn.ops.cell`):
 * ``workspace_spec(mode, x, hidden_size, save) -> (shape, dtype)``: what forward saves for
   backward (nothing needs to be saved when ``save`` is false: no backward will follow);
 * ``forward(mode, x, h, c, w_ih, w_hh, b_ih, b_hh, save) -> (h', c', workspace)``;
-* ``backward(mode, x, h, c, w_ih, w_hh, b_ih, b_hh, workspace, dh, dc)
-  -> (dx, dh_prev, dc_prev, dw_ih, dw_hh, db_ih, db_hh)``.
+* ``backward(mode, x, h, c, w_ih, w_hh, b_ih, b_hh, workspace, dh, dc, needs)
+  -> (dx, dh_prev, dc_prev, dw_ih, dw_hh, db_ih, db_hh)``; ``needs`` (7 bools, in that order)
+  names the gradients wanted: a backend may skip the others' work (what it returns for them
+  is dropped by the op).
 
 Absent tensors (``c`` and its gradients for cells without a cell state, biases with
 ``bias=False``) are None on the way in and empty tensors on the way out.

@@ -37,11 +37,12 @@ class CellTorchBackend:
             h_new, c_new = run(mode, x, h, c, w_ih, w_hh, b_ih, b_hh)
         return h_new, (c_new if c_new is not None else x.new_empty(0)), x.new_empty(0)
 
-    def backward(self, mode, x, h, c, w_ih, w_hh, b_ih, b_hh, workspace, dh, dc):
-        # Differentiable inputs in a fixed order; absent ones (c, biases) are left out.
+    def backward(self, mode, x, h, c, w_ih, w_hh, b_ih, b_hh, workspace, dh, dc, needs):
+        # The wanted inputs in a fixed order; the others (absent c and biases, frozen weights)
+        # are constants of the VJP, so autograd computes nothing for them.
         names = ["x", "h", "c", "w_ih", "w_hh", "b_ih", "b_hh"]
         given = dict(zip(names, (x, h, c, w_ih, w_hh, b_ih, b_hh)))
-        present = [n for n in names if given[n] is not None]
+        present = [n for n, want in zip(names, needs) if want]
 
         def step(*tensors):
             args = {**given, **dict(zip(present, tensors))}

@@ -66,19 +66,26 @@ class CellTritonStepBackend:
         kern.forward(mode, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, ws if save else None)
         return h_out, c_out, ws
 
-    def backward(self, mode, x, h, c, w_ih, w_hh, b_ih, b_hh, workspace, dh, dc):
+    def backward(self, mode, x, h, c, w_ih, w_hh, b_ih, b_hh, workspace, dh, dc, needs):
+        need_x, need_h, _, need_w_ih, need_w_hh, need_b_ih, need_b_hh = needs
         dg_in, dg_hid, bypass = _kernels().backward_gates(mode, workspace, h, c, dh, dc,
                                                           _alloc(x.device))
         op = _operand_dtype(x.dtype)
         g_in = dg_in.to(op)                                                       # [B, G*H]
         g_hid = g_in if dg_hid is dg_in else dg_hid.to(op)
-        dx = g_in @ w_ih.to(op)                                                   # [B, In]
-        dh_prev = g_hid @ w_hh.to(op)                                             # [B, H]
-        if mode == "GRU":
-            dh_prev = dh_prev.float() + bypass
-        has_bias = b_ih is not None
-        return (dx.to(x.dtype), dh_prev.to(h.dtype),
-                bypass if mode == "LSTM" else x.new_empty(0),
-                (g_in.t() @ x.to(op)).to(w_ih.dtype), (g_hid.t() @ h.to(op)).to(w_hh.dtype),
-                dg_in.sum(0).to(b_ih.dtype) if has_bias else x.new_empty(0),
-                dg_hid.sum(0).to(b_hh.dtype) if has_bias else x.new_empty(0))
+        empty = x.new_empty(0)
+        # Only the GEMMs of wanted gradients run (frozen weights, an input that needs none).
+        dx = (g_in @ w_ih.to(op)).to(x.dtype) if need_x else empty                # [B, In]
+        if need_h:
+            dh_prev = g_hid @ w_hh.to(op)                                         # [B, H]
+            if mode == "GRU":
+                dh_prev = dh_prev.float() + bypass
+            dh_prev = dh_prev.to(h.dtype)
+        else:
+            dh_prev = empty
+        return (dx, dh_prev,
+                bypass if mode == "LSTM" else empty,
+                (g_in.t() @ x.to(op)).to(w_ih.dtype) if need_w_ih else empty,
+                (g_hid.t() @ h.to(op)).to(w_hh.dtype) if need_w_hh else empty,
+                dg_in.sum(0).to(b_ih.dtype) if need_b_ih else empty,
+                dg_hid.sum(0).to(b_hh.dtype) if need_b_hh else empty)
