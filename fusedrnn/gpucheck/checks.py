@@ -158,17 +158,20 @@ class Refused(Exception):
     """A backend refused a configuration it documents as supported."""
 
 
-def parity(item, device, backend=None, shape=None, train=True):
-    """The backend against the float64 oracle: ``(status, detail)``; ``detail`` holds the
-    worst-case relative error per tensor, the tolerance and the backend that ran."""
+def _prepare(item, device, shape=None, backend=None, strict=True):
+    """``(problem, module, backend that runs it)`` for the item's configuration. A refusal
+    raises Skip, or on a GPU (``strict``) Refused, which ``run`` records as a failure."""
     problem = Problem(item["cell"], item["dtype"], item["bidirectional"], item["packed"],
                       shape or item["shape"], device)
     module = problem.module(backend or item["backend"])
+    return problem, module, _require_supported(module, device, strict)
+
+
+def parity(item, device, backend=None, shape=None, train=True):
+    """The backend against the float64 oracle: ``(status, detail)``; ``detail`` holds the
+    worst-case relative error per tensor, the tolerance and the backend that ran."""
+    problem, module, ran = _prepare(item, device, shape, backend)
     module.train(train)
-    try:
-        ran = _require_supported(module, device)
-    except Refused as exc:
-        return "fail", dict(message=f"refused a supported configuration: {exc}"[:400])
     want_outs, want_grads = oracle(problem)
     allocation.POISON = True
     got_outs, got_grads = problem.run(module, problem.dtype, device)
@@ -183,10 +186,7 @@ def parity(item, device, backend=None, shape=None, train=True):
 def warm(item, device):
     """One forward and backward, unchecked: compiles (and caches on disk) the kernels a later
     phase runs at this configuration."""
-    problem = Problem(item["cell"], item["dtype"], item["bidirectional"], item["packed"],
-                      item["shape"], device)
-    module = problem.module(item["backend"])
-    ran = _require_supported(module, device, strict=False)
+    problem, module, ran = _prepare(item, device, strict=False)
     problem.run(module, problem.dtype, device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -195,13 +195,7 @@ def warm(item, device):
 
 def determinism(item, device):
     """Two runs of the same forward and backward must agree bit for bit."""
-    problem = Problem(item["cell"], item["dtype"], item["bidirectional"], item["packed"],
-                      item["shape"], device)
-    module = problem.module(item["backend"])
-    try:
-        ran = _require_supported(module, device)
-    except Refused as exc:
-        return "fail", dict(message=f"refused a supported configuration: {exc}"[:400])
+    problem, module, ran = _prepare(item, device)
     runs = []
     for _ in range(2):
         module.zero_grad(set_to_none=True)
@@ -233,13 +227,7 @@ def double_backward(item, device):
     """A gradient penalty (``create_graph=True``, then backward) against the float64 oracle.
     Backend ``"torch"`` on CUDA is cuDNN, which refuses double backward exactly as for
     ``torch.nn``: recorded as a skip with cuDNN's words, any other error fails."""
-    problem = Problem(item["cell"], item["dtype"], item["bidirectional"], item["packed"],
-                      item["shape"], device)
-    module = problem.module(item["backend"])
-    try:
-        ran = _require_supported(module, device)
-    except Refused as exc:
-        return "fail", dict(message=f"refused a supported configuration: {exc}"[:400])
+    problem, module, ran = _prepare(item, device)
     ref = problem.module("reference", torch.float64, torch.device("cpu"))
     want = _gradient_penalty_grads(problem, ref, torch.float64, torch.device("cpu"))
     try:
@@ -317,3 +305,11 @@ def limit(item, device):
 
 KINDS = {"parity": parity, "warm": warm, "determinism": determinism,
          "eval_backward": eval_backward, "double_backward": double_backward, "limit": limit}
+
+
+def run(item, device):
+    """``(status, detail)`` of a check item."""
+    try:
+        return KINDS[item["kind"]](item, device)
+    except Refused as exc:
+        return "fail", dict(message=f"refused a supported configuration: {exc}"[:400])
