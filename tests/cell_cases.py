@@ -135,9 +135,9 @@ def assert_same_error(ref_fn, our_fn):
 
 
 @pytest.fixture
-def ieee_fp32(monkeypatch):
+def ieee_fp32(matmul_tf32):
     """fp32 dots and GEMMs without TF32 (``cell_step.cell_dot_mode`` and the backward's cuBLAS
     GEMMs follow ``torch.backends.cuda.matmul.allow_tf32``; off by default, but a caller may
     have turned it on), so fp32 comparisons on a GPU can use fp32's tolerance; a no-op on the
     CPU, where the interpreter's dots are IEEE fp32 anyway."""
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    matmul_tf32(False)

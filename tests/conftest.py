@@ -24,6 +24,21 @@ def assert_rel_close(out, ref, dtype, what):
     assert err <= TOLERANCES[dtype], f"{what}: relative error {err:.3e} > {TOLERANCES[dtype]:.0e}"
 
 
+@pytest.fixture
+def matmul_tf32():
+    """``set(value)`` for ``torch.backends.cuda.matmul.allow_tf32`` during one test, restored
+    after it. Not ``monkeypatch.setattr``: the flag lives behind ``cuBLASModule.__getattr__``,
+    which pytest >= 9.2 undoes with ``delattr``; that raises, aborts the rest of the undo and
+    leaves earlier patches of the test in place for every later test (seen: the interpreter
+    switched off for the rest of the suite)."""
+    before = torch.backends.cuda.matmul.allow_tf32
+
+    def set_flag(value):
+        torch.backends.cuda.matmul.allow_tf32 = value
+    yield set_flag
+    torch.backends.cuda.matmul.allow_tf32 = before
+
+
 @pytest.fixture(autouse=True)
 def poison_library_outputs(monkeypatch):
     """Every tensor a backend allocates for its outputs starts as NaN."""

@@ -76,12 +76,12 @@ def test_multi_tile_grid_matches_reference():
                                               (torch.float16, True), (torch.bfloat16, True)],
                          ids=["fp32-ieee", "fp32-tf32", "fp16", "bf16"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_cell_matches_reference_cuda(cell, dtype, allow_tf32, monkeypatch):
+def test_cell_matches_reference_cuda(cell, dtype, allow_tf32, monkeypatch, matmul_tf32):
     # fp32 dots and GEMMs use TF32 exactly when torch.backends.cuda.matmul.allow_tf32 is on
     # (cell_step.cell_dot_mode), as torch's cuBLAS cells do; TF32 keeps fp16's 10-bit mantissa,
     # so that case gets fp16's tolerance. cuDNN's switch is set the other way round to show
     # that the cells do not read it.
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", allow_tf32)
+    matmul_tf32(allow_tf32)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", not allow_tf32)
     tolerance_dtype = torch.float16 if (dtype == torch.float32 and allow_tf32) else dtype
     # The multi-tile odd shape (17, 33, 35) beside the aligned (64, 96, 200): partial batch,
@@ -93,26 +93,27 @@ def test_cell_matches_reference_cuda(cell, dtype, allow_tf32, monkeypatch):
                             device="cuda", tolerance_dtype=tolerance_dtype)
 
 
-@pytest.mark.parametrize("matmul_tf32", [False, True])
+@pytest.mark.parametrize("matmul_tf32_flag", [False, True])
 @pytest.mark.parametrize("cudnn_tf32", [False, True])
-def test_fp32_forward_dots_follow_the_matmul_tf32_flag(monkeypatch, matmul_tf32, cudnn_tf32):
+def test_fp32_forward_dots_follow_the_matmul_tf32_flag(monkeypatch, matmul_tf32_flag, cudnn_tf32,
+                                                       matmul_tf32):
     """What a compiled launch would use (the interpreter's answer forced off): fp32 follows
     ``torch.backends.cuda.matmul.allow_tf32`` whatever cuDNN's flag; fp16/bf16 dot natively."""
     from fusedrnn.kernels.triton import cell_step
 
     monkeypatch.setattr(cell_step, "interpreting", lambda: False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", matmul_tf32)
+    matmul_tf32(matmul_tf32_flag)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", cudnn_tf32)
-    assert cell_step.cell_dot_mode(torch.float32) == (True, "tf32" if matmul_tf32 else "ieee")
+    assert cell_step.cell_dot_mode(torch.float32) == (True, "tf32" if matmul_tf32_flag else "ieee")
     assert cell_step.cell_dot_mode(torch.float16) == (False, "ieee")
     assert cell_step.cell_dot_mode(torch.bfloat16) == (False, "ieee")
 
 
-def test_fp32_dots_are_ieee_under_the_interpreter(monkeypatch):
+def test_fp32_dots_are_ieee_under_the_interpreter(monkeypatch, matmul_tf32):
     from fusedrnn.kernels.triton import cell_step
 
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    matmul_tf32(True)
     assert cell_step.cell_dot_mode(torch.float32) == (True, "ieee")
     assert cell_step.cell_dot_mode(torch.bfloat16) == (True, "ieee")
 

@@ -187,9 +187,9 @@ def test_split_biases_match_the_triton_modules():
 # CUDA: the real kernels.
 
 @pytest.fixture
-def ieee_fp32(monkeypatch):
+def ieee_fp32(monkeypatch, matmul_tf32):
     # fp32 parity at 2e-4 needs IEEE fp32 products (TF32 keeps 10 mantissa bits).
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    matmul_tf32(False)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
 
 
