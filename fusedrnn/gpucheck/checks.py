@@ -77,26 +77,32 @@ class Problem:
         tensors = [self.x, self.h0] + ([self.c0] if self.c0 is not None else [])
         return [t.to(device, dtype, copy=True).requires_grad_() for t in tensors]
 
-    def run(self, module, dtype, device, backward=True):
-        """Forward (and backward with seeded cotangents): ``({name: tensor}, {name: grad})``."""
+    def forward(self, module, dtype, device):
+        """``(leaves, {name: output}, loss)``: the module on fresh leaves, and the seeded loss
+        ``Σ ⟨output, cotangent⟩`` over every output. Cotangents are rounded to the problem's
+        dtype first, so the oracle gets the very values the kernel gets."""
         leaves = self.leaves(dtype, device)
         x, hx = leaves[0], (tuple(leaves[1:]) if len(leaves) == 3 else leaves[1])
         inp = x if self.lengths is None else \
             pack_padded_sequence(x, self.lengths, enforce_sorted=False)
         out, hidden = module(inp, hx)
-        out = out.data if isinstance(out, PackedSequence) else out
-        outs = {"output": out}
+        outs = {"output": out.data if isinstance(out, PackedSequence) else out}
         if isinstance(hidden, tuple):
             outs.update(h_n=hidden[0], c_n=hidden[1])
         else:
             outs["h_n"] = hidden
-        if not backward:
-            return {k: v.detach() for k, v in outs.items()}, {}
         g = torch.Generator().manual_seed(self.seed + 1)
-        # Cotangents rounded to the problem's dtype first: the oracle gets the very values the
-        # kernel gets.
         loss = sum((o * torch.randn(o.shape, generator=g).to(self.dtype).to(o)).sum()
                    for o in outs.values())
+        return leaves, outs, loss
+
+    def run(self, module, dtype, device, backward=True):
+        """Forward (and backward of the seeded loss): ``({name: tensor}, {name: grad})``."""
+        if not backward:
+            with torch.no_grad():
+                _, outs, _ = self.forward(module, dtype, device)
+            return outs, {}
+        leaves, outs, loss = self.forward(module, dtype, device)
         loss.backward()
         grads = {"input": leaves[0].grad, "h0": leaves[1].grad}
         if len(leaves) == 3:
@@ -208,14 +214,7 @@ def determinism(item, device):
 def _gradient_penalty_grads(problem, module, dtype, device):
     """Parameter gradients of ``‖∂L/∂θ‖²`` (a gradient penalty: double backward through the
     layer), with ``L`` the problem's seeded loss."""
-    leaves = problem.leaves(dtype, device)
-    x, hx = leaves[0], (tuple(leaves[1:]) if len(leaves) == 3 else leaves[1])
-    inp = x if problem.lengths is None else \
-        pack_padded_sequence(x, problem.lengths, enforce_sorted=False)
-    out, hidden = module(inp, hx)
-    out = out.data if isinstance(out, PackedSequence) else out
-    g = torch.Generator().manual_seed(problem.seed + 1)
-    loss = (out * torch.randn(out.shape, generator=g).to(problem.dtype).to(out)).sum()
+    _, _, loss = problem.forward(module, dtype, device)
     params = [p for _, p in module.named_parameters()]
     grads = torch.autograd.grad(loss, params, create_graph=True)
     penalty = sum((gr.float() ** 2).sum() for gr in grads)
