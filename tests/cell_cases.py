@@ -7,6 +7,7 @@ import torch
 
 import fusedrnn
 from fusedrnn import reference
+from same_error import assert_same_error  # noqa: F401 (the cell tests import it from here)
 
 # Where the module-level tests run: the GPU when there is one (there triton-step needs CUDA
 # tensors), else the CPU (triton-step in the interpreter). The reference backend runs anywhere.
@@ -113,25 +114,6 @@ def oracle(cell, module, inp, hx, leaves, seed=1):
         if getattr(module, name) is not None:
             grads[name] = torch.from_numpy(dp[key])
     return want_outs, grads
-
-
-def outcome(fn):
-    """``(exception type, message)`` of what ``fn()`` raises, or ``(None, result)``."""
-    try:
-        return None, fn()
-    except Exception as e:  # noqa: BLE001 - we compare whatever torch raises
-        return type(e), str(e)
-
-
-def assert_same_error(ref_fn, our_fn):
-    """``our_fn()`` raises what ``ref_fn()`` (torch) raises: same type, same message."""
-    ref_type, ref_msg = outcome(ref_fn)
-    assert ref_type is not None, "torch accepted the input: the case does not test an error"
-    our_type, our_msg = outcome(our_fn)
-    assert our_type is ref_type, (
-        f"exception type: fusedrnn {our_type} ({our_msg!r}) != torch {ref_type} ({ref_msg!r})")
-    assert our_msg == ref_msg, f"message: fusedrnn {our_msg!r} != torch {ref_msg!r}"
-    return ref_type, ref_msg
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedrnn
+from same_error import assert_same_error, outcome
 
 BACKENDS = ["reference", "torch"]
 IN, H, P, L, B, T = 3, 5, 2, 2, 2, 4
@@ -45,25 +46,6 @@ def twins(cell, backend, dtype=torch.float64, **extra):
 
 def randn(*shape, dtype=torch.float64):
     return torch.randn(*shape, dtype=dtype)
-
-
-def outcome(fn):
-    """``(exception type, message)`` of what ``fn()`` raises, or ``(None, result)``."""
-    try:
-        return None, fn()
-    except Exception as e:  # noqa: BLE001 - we compare whatever torch raises
-        return type(e), str(e)
-
-
-def assert_same_error(ref_fn, our_fn):
-    ref_type, ref_msg = outcome(ref_fn)
-    assert ref_type is not None, "torch accepted the input: the case does not test an error"
-    our_type, our_msg = outcome(our_fn)
-    assert our_type is ref_type, (
-        f"exception type: fusedrnn {our_type} ({our_msg!r}) != torch {ref_type} ({ref_msg!r})"
-    )
-    assert our_msg == ref_msg, f"message: fusedrnn {our_msg!r} != torch {ref_msg!r}"
-    return ref_type, ref_msg
 
 
 # --- bad forward input -------------------------------------------------------------------------
