@@ -9,6 +9,7 @@ See README.md for the backends and DESIGN.md for the architecture.
 from . import functional
 from .ops import cell as _cell_op  # noqa: F401  (registers torch.ops.fusedrnn.cell_*)
 from .ops import layer as _layer_op  # noqa: F401  (registers torch.ops.fusedrnn.*)
+from .ops import variant_layer as _variant_layer_op  # noqa: F401  (fusedrnn.variant_layer_*)
 from .backends.cell.registry import NAMES as CELL_BACKENDS
 from .backends.registry import NAMES as BACKENDS
 from .cells import GRUCell, LSTMCell, RNNCell

@@ -56,6 +56,8 @@ class CupyStepBackend(TritonStepBackend):
 
     def unsupported_reason(self, cfg, x, weights):
         # Not TritonStepBackend's: that one accepts CPU tensors under TRITON_INTERPRET.
+        if cfg.is_variant:   # optional in issue 14, not built: the Triton backends run them
+            return "LayerNorm cells, zoneout and resets have no CUDA C kernels (use a Triton backend)"
         if x.device.type != "cuda":
             return "it needs CUDA tensors (CUDA C kernels launched through CuPy)"
         if x.dtype not in _SUPPORTED_DTYPES:

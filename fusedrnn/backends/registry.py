@@ -7,6 +7,9 @@ Every backend implements the one-layer contract (see :mod:`fusedrnn.ops.layer`):
 * ``backward(cfg, x, lengths, h0, c0, weights, y, workspace, dy, dh_n, dc_n)
   -> (dx, dh0, dc0, dweights)``;
 * ``workspace_spec(cfg, x, hidden_size) -> (shape, dtype)``: what forward saves for backward.
+
+A variant layer (``cfg.is_variant``: LayerNorm, resets, zoneout) calls the same ``forward`` and
+``backward`` with the keywords ``starts`` and ``keep`` (:mod:`fusedrnn.ops.variant_layer`).
 """
 
 from .cupy_persistent import CupyPersistentBackend

@@ -96,15 +96,23 @@ class TorchBackend:
     def workspace_spec(self, cfg, x, hidden_size):
         return (0,), x.dtype
 
-    def forward(self, cfg, x, lengths, h0, c0, weights):
+    def forward(self, cfg, x, lengths, h0, c0, weights, starts=None, keep=None):
         with torch.no_grad():
-            y, h_n, c_n = run(cfg, x, lengths, h0, c0, weights)
+            if cfg.is_variant:   # no _VF form: the composite is the "torch" variant layer
+                y, h_n, c_n = composite.layer(cfg, x, lengths, h0, c0, weights, starts, keep)
+            else:
+                y, h_n, c_n = run(cfg, x, lengths, h0, c0, weights)
         return y, h_n, (c_n if c_n is not None else x.new_empty(0)), x.new_empty(0)
 
-    def backward(self, cfg, x, lengths, h0, c0, weights, y, workspace, dy, dh_n, dc_n):
+    def backward(self, cfg, x, lengths, h0, c0, weights, y, workspace, dy, dh_n, dc_n,
+                 starts=None, keep=None):
         # torch.func.vjp rather than torch.autograd.grad: inside a custom op's kernel the
         # autograd dispatch keys are excluded, but functorch's transform still records.
-        layer_fn = run if lengths is None else composite.layer
+        if cfg.is_variant:
+            def layer_fn(cfg, x, lengths, h0, c0, weights):
+                return composite.layer(cfg, x, lengths, h0, c0, weights, starts, keep)
+        else:
+            layer_fn = run if lengths is None else composite.layer
 
         def layer(x, h0, weights, *c0):
             y, h_n, c_n = layer_fn(cfg, x, lengths, h0, c0[0] if c0 else None, weights)
