@@ -14,8 +14,9 @@ from .backends.cell.registry import NAMES as CELL_BACKENDS
 from .backends.registry import NAMES as BACKENDS
 from .cells import GRUCell, LSTMCell, RNNCell
 from .modules import GRU, LSTM, RNN, convert
+from .layernorm_modules import LayerNormGRU, LayerNormLSTM
 
 __version__ = "0.1.0"
 
-__all__ = ["BACKENDS", "CELL_BACKENDS", "GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNCell",
+__all__ = ["BACKENDS", "CELL_BACKENDS", "GRU", "GRUCell", "LSTM", "LSTMCell", "LayerNormGRU", "LayerNormLSTM", "RNN", "RNNCell",
            "convert", "functional", "__version__"]

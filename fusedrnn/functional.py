@@ -20,6 +20,8 @@ On the last two ways ``F.dropout`` runs between layers while training; ``_VF`` a
 on the first.
 """
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
@@ -30,6 +32,7 @@ from .backends import torch_native
 from .layer_config import GATES, LayerConfig
 from .ops.layer import run_layer
 from .ops.packed_layer import run_packed_layer
+from .ops.variant_layer import run_variant_layer
 
 _NAMES = {"LSTM": "LSTM", "GRU": "GRU", "RNN_TANH": "RNN", "RNN_RELU": "RNN"}
 # Which cells torch's autocast runs wholly in the lower precision (float64 never is). CPU:
@@ -81,11 +84,16 @@ def _apply_permutation(t, permutation):
 
 
 def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout, training,
-            bidirectional, proj_size=0, backend="auto"):
+            bidirectional, proj_size=0, backend="auto", layer_norm=False, zoneout=0.0,
+            resets=None):
     """Shared body of the four public functions and of the modules' ``forward``.
 
     The order of the checks follows ``torch.nn``'s ``forward`` so that bad input meets the same
-    error first.
+    error first. The variants (issue 14; :mod:`fusedrnn.ops.variant_layer` has the semantics):
+    ``layer_norm`` (``weights`` then carry each direction's LayerNorm parameters, see
+    :mod:`fusedrnn.layer_config`), ``zoneout`` p in [0, 1] and ``resets``, a bool tensor
+    ``[T, B]`` (``[B, T]`` with ``batch_first``, ``[T]`` for unbatched input; for a
+    ``PackedSequence`` T is the longest length and B in the caller's order).
     """
     weights = list(weights)
     is_lstm = mode == "LSTM"
@@ -93,7 +101,9 @@ def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout,
     input_size = weights[0].shape[1]
     hidden_size = weights[1].shape[0] // GATES[mode]
     real_hidden = proj_size if proj_size > 0 else hidden_size
-    cfg = LayerConfig(mode, bidirectional, bias, proj_size > 0)
+    validation.check_zoneout(zoneout)
+    cfg = LayerConfig(mode, bidirectional, bias, proj_size > 0, layer_norm,
+                      resets is not None, zoneout > 0)
 
     # --- input forms -> padded time-major x, lengths, and how to undo it -------------------
     packed = isinstance(input, PackedSequence)
@@ -163,8 +173,13 @@ def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout,
     for s, width, msg in zip(states, widths, msgs):
         validation.check_hidden_size(s, (num_layers * D, B, width), msg)
 
-    validation.check_sequence_length(len(batch_sizes) if packed
-                                     else check_input_data.shape[1 if batch_first else 0])
+    T = len(batch_sizes) if packed else check_input_data.shape[1 if batch_first else 0]
+    validation.check_sequence_length(T)
+    if resets is not None:
+        resets = validation.time_major_resets(resets, T, B, batch_first, is_batched,
+                                              check_input_data.device)
+        if sorted_indices is not None:
+            resets = resets.index_select(1, sorted_indices.to(resets.device))
     backend_obj = backend_registry.resolve(backend, cfg, check_input_data, weights)
 
     # --- "torch" in eager mode: torch's own entry point, nothing repacked or re-padded. While
@@ -173,7 +188,7 @@ def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout,
     # has no projection, so an LSTM with proj_size traces the composite layer instead.
     tracing = torch.jit.is_tracing()
     if (backend_obj.name == "torch" or tracing) and not (tracing and proj_size > 0) and \
-            torch_native.can_pass_through():
+            not cfg.is_variant and torch_native.can_pass_through():
         validation.check_state_tensors(check_input_data, states)
         validation.check_weights_device(check_input_data, weights)
         validation.check_weights_dtype(weights)
@@ -185,7 +200,7 @@ def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout,
         lengths = None
     else:
         # Packed input inside a compiled graph enters the layers as it is (ops/packed_layer.py).
-        packed_in_graph = packed and torch.compiler.is_compiling()
+        packed_in_graph = packed and torch.compiler.is_compiling() and not cfg.is_variant
         if packed_in_graph:
             x, lengths = data, batch_sizes
         elif packed:
@@ -207,6 +222,9 @@ def forward(mode, input, hx, weights, *, num_layers, bias, batch_first, dropout,
         # composite CPU kernel then runs its matmuls in the low dtype exactly as torch.nn does;
         # the fused backends run in the dtype chosen above.
         run_one = run_packed_layer if packed_in_graph else run_layer
+        if cfg.is_variant:
+            run_one = functools.partial(_run_variant, resets=resets, zoneout=zoneout,
+                                        training=training)
         # No autocast context at all when autocast is off: under torch.export even a disabled
         # one leaves a wrap_with_autocast node in the graph.
         if autocast_on and backend_obj.name != "torch":
@@ -247,6 +265,20 @@ def _packed_batch_size(batch_sizes, sorted_indices, hx, is_lstm):
     if hx is not None:
         return (hx[0] if is_lstm else hx).shape[1]
     return None
+
+
+def _run_variant(cfg, backend, x, lengths, h0, c0, weights, *, resets, zoneout, training):
+    """One variant layer; zoneout's keep mask drawn here, from torch's generator, so that every
+    backend sees the same mask under one seed (eval mode: the expectation, every entry p)."""
+    keep = None
+    if zoneout > 0:
+        T, B = x.shape[0], x.shape[1]
+        Hr = h0.shape[-1]
+        keep = torch.full((cfg.directions, T, B, Hr), float(zoneout), dtype=torch.float32,
+                          device=x.device)
+        if training:
+            keep = torch.bernoulli(keep)
+    return run_variant_layer(cfg, backend, x, lengths, h0, c0, weights, resets=resets, keep=keep)
 
 
 def _run_stack(cfg, backend, x, lengths, states, weights, num_layers, dropout, run_one=run_layer):

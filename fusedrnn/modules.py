@@ -4,13 +4,15 @@ Each class derives from ``torch.nn.RNNBase``, so the constructor's validation, p
 names, shapes, initialisation, ``state_dict`` keys, ``extra_repr`` and pickling are torch's
 own. They deliberately do *not* derive from ``nn.LSTM`` and friends: ``torch.compile`` refuses
 to trace any instance of those (``allow_rnn``), and fusedrnn modules must compile with
-``fullgraph=True``. The only addition is the keyword ``backend`` (see ``fusedrnn.BACKENDS``).
+``fullgraph=True``. The additions are the keyword ``backend`` (see ``fusedrnn.BACKENDS``) and
+the variants of issue 14: ``zoneout=`` (LSTM, GRU), ``forward(..., resets=)`` (every module) and
+the LayerNorm cells ``LayerNormLSTM``/``LayerNormGRU`` (:mod:`fusedrnn.layernorm_modules`).
 """
 
 import torch
 from torch import nn
 
-from . import functional
+from . import functional, validation
 from .backends.cell import registry as cell_registry
 from .backends import registry as backend_registry
 from .cells import GRUCell, LSTMCell, RNNCell
@@ -18,34 +20,52 @@ from .layer_config import LayerConfig
 
 
 class _FusedRNNBase(nn.RNNBase):
+    zoneout = 0.0          # a class default: RNN has no zoneout, and old pickles lack the field
+    layer_norm = False
+
     def _set_backend(self, backend):
         backend_registry.check_name(backend)
         self.backend = backend
+
+    def _set_zoneout(self, zoneout):
+        validation.check_zoneout(zoneout)
+        self.zoneout = float(zoneout)
 
     def _flat_weights_now(self):
         # Read the attributes afresh: torch.func.functional_call and `module.weight = ...`
         # replace them without touching the cached list.
         return [getattr(self, name) for name in self._flat_weights_names]
 
-    def forward(self, input, hx=None):
+    def forward(self, input, hx=None, resets=None):
+        """torch's ``forward(input, hx)``, plus ``resets``: None, or a bool tensor ``[T, B]``
+        (``[B, T]`` with ``batch_first``; ``[T]`` for unbatched input). Where ``resets[t, b]``
+        is true, the state entering step t of row b is that row's initial state again (h0/c0,
+        or zeros); the reverse direction crosses the same boundary between t and t − 1 of its
+        own order, so each episode runs as if alone, in both directions, and no gradient
+        flows across a reset. With a ``PackedSequence``, T is the longest length and B is in
+        the caller's order."""
         return functional.forward(
             self.mode, input, hx, self._flat_weights_now(), num_layers=self.num_layers,
             bias=self.bias, batch_first=self.batch_first, dropout=self.dropout,
             training=self.training, bidirectional=self.bidirectional, proj_size=self.proj_size,
-            backend=self.backend,
+            backend=self.backend, layer_norm=self.layer_norm, zoneout=self.zoneout,
+            resets=resets,
         )
 
     def resolved_backend(self, device=None):
         """The backend this module's layers run on for input on ``device`` (default: the
         parameters' device), e.g. what ``"auto"`` picks."""
         weights = self._flat_weights_now()
-        cfg = LayerConfig(self.mode, self.bidirectional, self.bias, self.proj_size > 0)
+        cfg = LayerConfig(self.mode, self.bidirectional, self.bias, self.proj_size > 0,
+                          self.layer_norm, False, self.zoneout > 0)
         x = torch.empty(1, 1, self.input_size, device=device or weights[0].device,
                         dtype=weights[0].dtype)
         return backend_registry.resolve(self.backend, cfg, x, weights).name
 
     def extra_repr(self):
         s = super().extra_repr()
+        if self.zoneout:
+            s += f", zoneout={self.zoneout}"
         return s if self.backend == "auto" else f"{s}, backend={self.backend!r}"
 
 
@@ -78,30 +98,37 @@ class RNN(_FusedRNNBase):
 
 
 class LSTM(_FusedRNNBase):
-    """LSTM, signature of ``torch.nn.LSTM`` plus ``backend="auto"``.
+    """LSTM, signature of ``torch.nn.LSTM`` plus ``backend="auto"`` and ``zoneout=0.0``.
 
     ``LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-    bidirectional=False, proj_size=0, device=None, dtype=None, backend='auto')``
+    bidirectional=False, proj_size=0, device=None, dtype=None, backend='auto', zoneout=0.0)``
+
+    ``zoneout=p`` (Krueger et al., 2016, on h only as haste defines it): while training each
+    element of h keeps its previous value with probability p, one Bernoulli mask per step, row
+    and unit drawn from torch's generator, ``h_t = m ⊙ h_in + (1 − m) ⊙ h'_t`` for both the
+    carried state and the output; in eval mode the expectation ``p h_in + (1 − p) h'_t``.
     """
 
-    def __init__(self, *args, backend="auto", **kwargs):
+    def __init__(self, *args, backend="auto", zoneout=0.0, **kwargs):
         super().__init__("LSTM", *args, **kwargs)
         self._set_backend(backend)
+        self._set_zoneout(zoneout)
 
 
 class GRU(_FusedRNNBase):
     """GRU (reset gate after the recurrent matmul), signature of ``torch.nn.GRU`` plus
-    ``backend="auto"``.
+    ``backend="auto"`` and ``zoneout=0.0`` (as :class:`LSTM`'s).
 
     ``GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-    bidirectional=False, device=None, dtype=None, backend='auto')``
+    bidirectional=False, device=None, dtype=None, backend='auto', zoneout=0.0)``
     """
 
-    def __init__(self, *args, backend="auto", **kwargs):
+    def __init__(self, *args, backend="auto", zoneout=0.0, **kwargs):
         if "proj_size" in kwargs:
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         super().__init__("GRU", *args, **kwargs)
         self._set_backend(backend)
+        self._set_zoneout(zoneout)
 
 
 _REPLACEMENTS = {nn.LSTM: LSTM, nn.GRU: GRU, nn.RNN: RNN}

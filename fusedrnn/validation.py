@@ -71,3 +71,32 @@ def check_weights_dtype(weights):
         raise RuntimeError(
             f"RNN weights must all have one dtype, got {', '.join(sorted(map(str, dtypes)))}"
         )
+
+
+def check_zoneout(p):
+    """zoneout is a probability, as dropout is (torch's dropout check, worded for zoneout)."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        raise ValueError("zoneout should be a number in range [0, 1] representing the "
+                         f"probability of an element of h keeping its previous value, got {p!r}")
+
+
+def time_major_resets(resets, T, B, batch_first, is_batched, device):
+    """``resets`` as a ``[T, B]`` bool tensor on ``device``, after checking it is a bool tensor of
+    the input's layout: ``[T, B]``, ``[B, T]`` with ``batch_first``, ``[T]`` unbatched."""
+    if not is_batched:
+        want, name = (T,), "(T,)"
+    elif batch_first:
+        want, name = (B, T), "(B, T)"
+    else:
+        want, name = (T, B), "(T, B)"
+    if not isinstance(resets, torch.Tensor) or resets.dtype != torch.bool:
+        got = resets.dtype if isinstance(resets, torch.Tensor) else type(resets).__name__
+        raise ValueError(f"resets must be a torch.bool tensor, got {got}")
+    if tuple(resets.shape) != want:
+        raise ValueError(f"resets must have shape {name} = {want} for this input, got "
+                         f"{tuple(resets.shape)}")
+    if not is_batched:
+        resets = resets[:, None]
+    elif batch_first:
+        resets = resets.t()
+    return resets.to(device)
