@@ -22,13 +22,16 @@ from .backends import registry as backend_registry
 from .layer_config import GATES, LayerConfig
 
 MODES = ("fwd", "bwd", "fwdbwd")
-MODE = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN_TANH"}     # Case.cell -> layer mode
+MODE = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN_TANH", "ln_lstm": "LSTM"}   # Case.cell -> mode
+# torch.nn has no LayerNorm LSTM: its cases are judged against fusedrnn:torch, the composite of
+# torch ops (a Python time loop), which is what users write today.
+LAYER_NORM_CELLS = ("ln_lstm",)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
 class Case:
-    cell: str            # "lstm" | "gru" | "rnn" (tanh)
+    cell: str            # "lstm" | "gru" | "rnn" (tanh) | "ln_lstm" (fusedrnn.LayerNormLSTM)
     dtype: str           # key of DTYPES
     batch: int
     seq_len: int
@@ -106,8 +109,12 @@ def provider_names():
 def unsupported(case, provider, device):
     """Why ``provider`` does not run ``case`` on ``device`` (a skip reason), or None."""
     if provider == "torch.nn":
+        if case.cell in LAYER_NORM_CELLS:
+            return "torch.nn has no LayerNorm LSTM (the baseline is fusedrnn:torch, the composite)"
         return None
     if provider == "flashrnn":
+        if case.cell in LAYER_NORM_CELLS:
+            return "FlashRNN has no LayerNorm LSTM"
         if device.type != "cuda":
             return "FlashRNN needs CUDA"
         if case.packed or case.layers > 1 or case.bidirectional:
@@ -123,7 +130,8 @@ def unsupported(case, provider, device):
     from .kernels.triton.launch_common import interpreting
     if backend.startswith("triton") and interpreting():
         return "under TRITON_INTERPRET kernels run in Python: not kernel speed"
-    cfg = LayerConfig(MODE[case.cell], case.bidirectional, True, False)
+    cfg = LayerConfig(MODE[case.cell], case.bidirectional, True, False,
+                      layer_norm=case.cell in LAYER_NORM_CELLS)
     G, H = GATES[cfg.mode], case.hidden_size
     weights = [torch.empty(G * H, case.input_size, device="meta"), torch.empty(G * H, H, device="meta")]
     return backend_registry.AVAILABLE[backend].unsupported_reason(cfg, x, weights)
@@ -139,13 +147,17 @@ class Runner:
         self.device = device
         kwargs = dict(num_layers=case.layers, bidirectional=case.bidirectional)
         torch.manual_seed(seed)
-        cls_torch = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[case.cell]
+        cls_torch = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU,
+                     "rnn": torch.nn.RNN}.get(case.cell)
         if provider == "torch.nn":
             self.model = cls_torch(case.input_size, case.hidden_size, **kwargs)
         elif provider == "flashrnn":
             self.model = _FlashRNNLayer(case)
         else:
-            cls = {"lstm": modules.LSTM, "gru": modules.GRU, "rnn": modules.RNN}[case.cell]
+            from .layernorm_modules import LayerNormLSTM
+
+            cls = {"lstm": modules.LSTM, "gru": modules.GRU, "rnn": modules.RNN,
+                   "ln_lstm": LayerNormLSTM}[case.cell]
             self.model = cls(case.input_size, case.hidden_size, backend=provider.split(":")[1],
                              **kwargs)
         self.model = self.model.to(device, dtype)
@@ -306,9 +318,14 @@ REQUIRED_INFO = ("cell", "dtype", "batch", "seq_len", "input_size", "hidden_size
 
 
 def add_ratios(benchmarks):
-    """Set ``vs_torch`` (torch.nn median / this median) where torch.nn ran the same case."""
-    torch_median = {(b["extra_info"]["case"], b["extra_info"]["mode"]): b["stats"]["median"]
-                    for b in benchmarks if b["extra_info"].get("provider") == "torch.nn"}
+    """Set ``vs_torch`` (torch.nn median / this median) where torch.nn ran the same case; for a
+    cell torch.nn lacks (``LAYER_NORM_CELLS``) the baseline is ``fusedrnn:torch``."""
+    torch_median = {}
+    for b in benchmarks:
+        info = b["extra_info"]
+        base = "fusedrnn:torch" if info.get("cell") in LAYER_NORM_CELLS else "torch.nn"
+        if info.get("provider") == base:
+            torch_median[(info["case"], info["mode"])] = b["stats"]["median"]
     for b in benchmarks:
         key = (b["extra_info"]["case"], b["extra_info"]["mode"])
         if key in torch_median:

@@ -11,18 +11,23 @@ the same random cotangents, and compares outputs, ``h_n``, ``c_n`` and every gra
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-from .. import allocation, modules
+from .. import allocation, layernorm_modules, modules
 from ..benchmark import DTYPES
 from ..tolerances import rel_err, tolerance
 from .plan import MODE
 from .records import Skip
 
 _CLASS = {"lstm": modules.LSTM, "lstm_proj": modules.LSTM, "gru": modules.GRU,
-          "rnn_tanh": modules.RNN, "rnn_relu": modules.RNN}
+          "rnn_tanh": modules.RNN, "rnn_relu": modules.RNN,
+          "ln_lstm": layernorm_modules.LayerNormLSTM, "ln_gru": layernorm_modules.LayerNormGRU,
+          "lstm_zr": modules.LSTM, "gru_zr": modules.GRU}
+ZONEOUT = 0.3     # the "_zr" cells' zoneout, run in eval mode (the expectation mask)
 
 
 def _kwargs(cell, shape, bidirectional):
     kw = dict(bidirectional=bidirectional)
+    if cell.endswith("_zr"):
+        kw["zoneout"] = ZONEOUT
     if cell == "lstm_proj":
         kw["proj_size"] = shape["P"]
     if cell.startswith("rnn"):
@@ -54,6 +59,8 @@ class Problem:
         if packed:
             self.lengths = torch.randint(1, T + 1, (B,), generator=g)
             self.lengths[torch.randint(0, B, (1,), generator=g)] = T
+        # "_zr" cells: episode resets at 20% of the (t, b) positions, in the caller's order.
+        self.resets = (torch.rand(T, B, generator=g) < 0.2) if cell.endswith("_zr") else None
         self.seed = seed
         self.In, self.H = In, H
 
@@ -69,6 +76,8 @@ class Problem:
                 raise Skip(f"{str(exc).split(';')[0]} (no GPU here)") from exc
             raise
         m.load_state_dict({k: v.to(dtype) for k, v in self.state.items()})
+        if self.resets is not None:
+            m.eval()       # zoneout's expectation: the same mask for the oracle and the GPU
         return m.to(device, dtype)
 
     def leaves(self, dtype, device):
@@ -85,7 +94,8 @@ class Problem:
         x, hx = leaves[0], (tuple(leaves[1:]) if len(leaves) == 3 else leaves[1])
         inp = x if self.lengths is None else \
             pack_padded_sequence(x, self.lengths, enforce_sorted=False)
-        out, hidden = module(inp, hx)
+        out, hidden = module(inp, hx) if self.resets is None else \
+            module(inp, hx, resets=self.resets)
         outs = {"output": out.data if isinstance(out, PackedSequence) else out}
         if isinstance(hidden, tuple):
             outs.update(h_n=hidden[0], c_n=hidden[1])
@@ -177,7 +187,7 @@ def parity(item, device, backend=None, shape=None, train=True):
     """The backend against the float64 oracle: ``(status, detail)``; ``detail`` holds the
     worst-case relative error per tensor, the tolerance and the backend that ran."""
     problem, module, ran = _prepare(item, device, shape, backend)
-    module.train(train)
+    module.train(train and problem.resets is None)   # "_zr" cells stay in eval (see module)
     want_outs, want_grads = oracle(problem)
     allocation.POISON = True
     got_outs, got_grads = problem.run(module, problem.dtype, device)

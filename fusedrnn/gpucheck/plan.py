@@ -20,7 +20,14 @@ TRITON = ("triton-step", "triton-persistent")
 CELLS = ("lstm", "lstm_proj", "gru", "rnn_tanh", "rnn_relu")
 DTYPES = ("fp32", "fp16", "bf16")
 MODE = {"lstm": "LSTM", "lstm_proj": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH",
-        "rnn_relu": "RNN_RELU"}
+        "rnn_relu": "RNN_RELU", "ln_lstm": "LSTM", "ln_gru": "GRU", "lstm_zr": "LSTM",
+        "gru_zr": "GRU"}
+# The cell variants of issue 14, on the Triton backends only (the CuPy ones have no variant
+# kernels): LayerNorm LSTM/GRU, and LSTM/GRU with zoneout (eval mode: the expectation mask, so
+# the CPU oracle and the GPU see the same mask) and resets ("_zr"). The batch-tiled persistent
+# form is the only persistent one with variant kernels, so triton-persistent checks them at
+# the small width only.
+VARIANT_CELLS = ("ln_lstm", "ln_gru", "lstm_zr", "gru_zr")
 
 # Cumulative share of the budget by the end of each phase: a phase may start only before its
 # share is spent, and what an earlier phase leaves unused rolls over. Correctness comes before
@@ -78,13 +85,18 @@ def correctness_matrix(dry_run):
     if not dry_run:
         sizes.append((dict(T=64, B=16, In=32, H=32), ("triton-persistent",)))
     for shape, backends in sizes:
-        for cell in CELLS:
-            for dtype in DTYPES:
+        for cell in CELLS + VARIANT_CELLS:
+            variant = cell in VARIANT_CELLS
+            dtypes = ("bf16",) if cell.endswith("_zr") else DTYPES
+            for dtype in dtypes:
                 for bidirectional in (False, True):
                     for packed in (False, True):
                         group = f"ref/{cell}/{dtype}/{bidirectional}/{packed}/H{shape['H']}"
                         for backend in backends:
                             if cell == "lstm_proj" and backend == "cupy-persistent":
+                                continue
+                            if variant and (backend not in TRITON or (
+                                    backend == "triton-persistent" and shape["H"] > 32)):
                                 continue
                             items.append(_item("correctness", "parity", group, CHECK_S,
                                                backend, cell, dtype, bidirectional, packed,
@@ -136,13 +148,16 @@ def timing_cases(dry_run):
     """The README's goal cases (``benchmark.Case``s) and the modes timed for each."""
     if dry_run:
         return [(Case("lstm", "fp32", 4, 8, 8, 8), ("fwd", "fwdbwd")),
-                (Case("gru", "fp32", 4, 8, 8, 8, packed=True), ("fwdbwd",))]
+                (Case("gru", "fp32", 4, 8, 8, 8, packed=True), ("fwdbwd",)),
+                (Case("ln_lstm", "fp32", 4, 8, 8, 8), ("fwd",))]
     cases = []
     for cell in ("lstm", "gru"):
         cases.append((Case(cell, "bf16", 16, 1024, 768, 768), ("fwd", "fwdbwd")))
         cases += [(Case(cell, "bf16", 1, 1024, H, H), ("fwd",)) for H in (256, 768)]
         cases.append((Case(cell, "bf16", 64, 1024, 768, 768, packed=True), ("fwdbwd",)))
     cases.append((Case("lstm", "bf16", 256, 256, 1024, 1024), ("fwdbwd",)))
+    # Issue 14: the LayerNorm LSTM against the torch composite (torch.nn has none).
+    cases.append((Case("ln_lstm", "bf16", 16, 1024, 768, 768), ("fwd", "fwdbwd")))
     return cases
 
 
