@@ -254,7 +254,7 @@ def test_reference_backend_matches_composite(mode, option):
     want, want_grads = _run(cfg, "torch", pb, cotangents)
     got, got_grads = _run(cfg, "reference", pb, cotangents)
     # Both run the same equations in float64 and differ only in summation order (~1e-16 per
-    # op, a few dozen ops deep over T = 4 steps: observed ≲ 1e-15); the table's float64 bound
+    # op, a few dozen ops deep over T = 4 steps: observed ≤ 4e-15); the table's float64 bound
     # (1e-9) is the float64-agreement bound used for every oracle comparison.
     names = ["y", "h_n", "c_n"]
     for name, a, b in zip(names, got, want):
