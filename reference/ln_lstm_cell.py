@@ -14,7 +14,7 @@ once, which is the same per-row computation done here step by step.)
 
 Backward, given dh = ∂L/∂h and dc = ∂L/∂c arriving from step t+1:
 
-    do       = dh ⊙ u              du_pre = dh ⊙ o ⊙ (1 − u²)             # du_pre: ∂L/∂(nc γ_c + β_c)
+    do       = dh ⊙ u              du_pre = dh ⊙ o ⊙ (1 − u²)             # ∂L/∂(nc ⊙ γ_c + β_c)
     dγ_c    += Σ_b du_pre ⊙ nc     dβ_c  += Σ_b du_pre
     dc_total = dc + LN_bwd(du_pre ⊙ γ_c, nc)
     di       = dc_total ⊙ g        df = dc_total ⊙ c_prev        dg = dc_total ⊙ i
