@@ -4,6 +4,10 @@ Forward and backward run :mod:`fusedrnn.reference` on the CPU in float64 whateve
 device and dtype; results are cast back. Slow by design — it exists to be right.
 The backward recomputes the forward (the oracle keeps no state between calls), so the
 workspace is empty.
+
+It runs every variant (issue 14): the LayerNorm cells (``reference.cell_for``; their gains
+travel in the flat list, named by ``cfg.weight_names``), and ``starts``/``keep`` passed on to
+:func:`fusedrnn.reference.layer_forward` as they come from the variant op.
 """
 
 import numpy as np
@@ -27,10 +31,13 @@ def _to_torch(a, like):
     return out
 
 
-def _run_forward(cfg, x, lengths, h0, c0, weights):
+def _run_forward(cfg, x, lengths, h0, c0, weights, starts=None, keep=None):
     return reference.layer_forward(
-        reference.CELLS[cfg.mode], _np(x), None if lengths is None else lengths.cpu().numpy(),
-        _np(h0), _np(c0), _params(cfg, weights),
+        reference.cell_for(cfg.mode, cfg.layer_norm), _np(x),
+        None if lengths is None else lengths.cpu().numpy(), _np(h0), _np(c0),
+        _params(cfg, weights),
+        starts=None if starts is None else starts.detach().to("cpu", torch.bool).numpy(),
+        keep=_np(keep),
     )
 
 
@@ -43,13 +50,14 @@ class ReferenceBackend:
     def workspace_spec(self, cfg, x, hidden_size):
         return (0,), x.dtype
 
-    def forward(self, cfg, x, lengths, h0, c0, weights):
-        y, h_n, c_n, _ = _run_forward(cfg, x, lengths, h0, c0, weights)
+    def forward(self, cfg, x, lengths, h0, c0, weights, starts=None, keep=None):
+        y, h_n, c_n, _ = _run_forward(cfg, x, lengths, h0, c0, weights, starts, keep)
         c_out = _to_torch(c_n, c0) if cfg.has_cell_state else x.new_empty(0)
         return _to_torch(y, x), _to_torch(h_n, h0), c_out, x.new_empty(0)
 
-    def backward(self, cfg, x, lengths, h0, c0, weights, y, workspace, dy, dh_n, dc_n):
-        *_, cache = _run_forward(cfg, x, lengths, h0, c0, weights)
+    def backward(self, cfg, x, lengths, h0, c0, weights, y, workspace, dy, dh_n, dc_n,
+                 starts=None, keep=None):
+        *_, cache = _run_forward(cfg, x, lengths, h0, c0, weights, starts, keep)
         dx, dh0, dc0, dparams = reference.layer_backward(
             cache, _np(dy), _np(dh_n), _np(dc_n) if cfg.has_cell_state else None
         )
