@@ -45,38 +45,44 @@ _AUTOCAST_MODES = {"cpu": {"LSTM", "RNN_TANH", "RNN_RELU"},
 
 
 def lstm(input, hx, weights, *, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-         training=False, bidirectional=False, proj_size=0, backend="auto"):
+         training=False, bidirectional=False, proj_size=0, backend="auto", layer_norm=False,
+         zoneout=0.0, resets=None):
     """LSTM stack. ``hx`` is ``(h0 [L*D, B, P or H], c0 [L*D, B, H])`` or None.
 
-    Returns ``(output, (h_n, c_n))`` exactly as ``torch.nn.LSTM``.
+    Returns ``(output, (h_n, c_n))`` exactly as ``torch.nn.LSTM``. ``layer_norm``, ``zoneout``
+    and ``resets``: the variants, see :func:`forward` (``layer_norm=True`` wants a
+    ``LayerNormLSTM``'s flat weight list, ``_flat_weights_now()``).
     """
     return forward("LSTM", input, hx, weights, num_layers=num_layers, bias=bias,
                    batch_first=batch_first, dropout=dropout, training=training,
-                   bidirectional=bidirectional, proj_size=proj_size, backend=backend)
+                   bidirectional=bidirectional, proj_size=proj_size, backend=backend,
+                   layer_norm=layer_norm, zoneout=zoneout, resets=resets)
 
 
 def gru(input, hx, weights, *, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-        training=False, bidirectional=False, backend="auto"):
-    """GRU stack; returns ``(output, h_n)`` exactly as ``torch.nn.GRU``."""
+        training=False, bidirectional=False, backend="auto", layer_norm=False, zoneout=0.0,
+        resets=None):
+    """GRU stack; returns ``(output, h_n)`` exactly as ``torch.nn.GRU``; variants as ``lstm``."""
     return forward("GRU", input, hx, weights, num_layers=num_layers, bias=bias,
                    batch_first=batch_first, dropout=dropout, training=training,
-                   bidirectional=bidirectional, backend=backend)
+                   bidirectional=bidirectional, backend=backend, layer_norm=layer_norm,
+                   zoneout=zoneout, resets=resets)
 
 
 def rnn_tanh(input, hx, weights, *, num_layers=1, bias=True, batch_first=False,
-             dropout=0.0, training=False, bidirectional=False, backend="auto"):
+             dropout=0.0, training=False, bidirectional=False, backend="auto", resets=None):
     """Elman RNN stack with tanh; returns ``(output, h_n)`` exactly as ``torch.nn.RNN``."""
     return forward("RNN_TANH", input, hx, weights, num_layers=num_layers, bias=bias,
                    batch_first=batch_first, dropout=dropout, training=training,
-                   bidirectional=bidirectional, backend=backend)
+                   bidirectional=bidirectional, backend=backend, resets=resets)
 
 
 def rnn_relu(input, hx, weights, *, num_layers=1, bias=True, batch_first=False,
-             dropout=0.0, training=False, bidirectional=False, backend="auto"):
+             dropout=0.0, training=False, bidirectional=False, backend="auto", resets=None):
     """Elman RNN stack with relu; returns ``(output, h_n)`` exactly as ``torch.nn.RNN``."""
     return forward("RNN_RELU", input, hx, weights, num_layers=num_layers, bias=bias,
                    batch_first=batch_first, dropout=dropout, training=training,
-                   bidirectional=bidirectional, backend=backend)
+                   bidirectional=bidirectional, backend=backend, resets=resets)
 
 
 def _apply_permutation(t, permutation):
