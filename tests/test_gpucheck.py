@@ -93,13 +93,20 @@ def test_resume_skips_what_is_recorded_and_only_failed_reruns_the_failures(tmp_p
 
 def test_the_plan_covers_the_matrix_the_issue_asks_for():
     items = plan.items_for("correctness", dry_run=False)
-    parity = [it for it in items if it["kind"] == "parity" and it["shape"]["H"] == 256]
+    classic = [it for it in items if it["kind"] == "parity" and it["cell"] in plan.CELLS]
+    parity = [it for it in classic if it["shape"]["H"] == 256]
     # 5 cells x 3 dtypes x 2 directions x 2 forms x 4 backends, less cupy-persistent's projection
     assert len(parity) == 5 * 3 * 2 * 2 * 4 - 3 * 2 * 2
     assert {it["shape"]["T"] for it in parity} == {64} and len({it["id"] for it in items}) == len(items)
     # ... and triton-persistent's batch-tiled form, which H=256 is past, at H=32
-    tiled = [it for it in items if it["kind"] == "parity" and it["shape"]["H"] == 32]
+    tiled = [it for it in classic if it["shape"]["H"] == 32]
     assert len(tiled) == 5 * 3 * 2 * 2 and {it["backend"] for it in tiled} == {"triton-persistent"}
+    # the variants (issue 14): LayerNorm cells in every dtype, zoneout+resets in bf16, on
+    # triton-step at H=256 and on triton-persistent's batch-tiled form at H=32
+    variants = [it for it in items if it["kind"] == "parity" and it["cell"] in plan.VARIANT_CELLS]
+    assert {(it["backend"], it["shape"]["H"]) for it in variants} == {
+        ("triton-step", 256), ("triton-persistent", 32)}
+    assert len(variants) == 2 * (2 * 3 * 2 * 2 + 2 * 1 * 2 * 2)
     limits = [it for it in items if it["kind"] == "limit"]
     assert {(it["form"], it["at"]) for it in limits} == {
         (f, a) for f in ("batch_tiled", "split", "cupy") for a in ("limit", "past")}
@@ -112,6 +119,7 @@ def test_the_plan_covers_the_matrix_the_issue_asks_for():
     assert ("gru", 64, 1024, 768, True, ("fwdbwd",)) in cases
     assert ("lstm", 256, 256, 1024, False, ("fwdbwd",)) in cases
     assert {("lstm", 1, 1024, H, False, ("fwd",)) for H in (256, 768)} <= cases
+    assert ("ln_lstm", 16, 1024, 768, False, ("fwd", "fwdbwd")) in cases
     # every timing item's provider list starts with torch.nn, the ratios' baseline
     assert timing[0]["provider"] == "torch.nn"
     decode = [it for it in plan.items_for("timing", dry_run=False) if it["kind"] == "cell_decode"]
@@ -127,8 +135,8 @@ def test_dry_run_passes_every_triton_backend_and_cell(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     recs = latest(load(out / "gpucheck.jsonl"))
     parity = [r for r in recs if r["kind"] == "parity" and r["backend"] in plan.TRITON]
-    assert len(parity) == 2 * 5 * 3 * 2 * 2
-    assert {r["cell"] for r in parity} == set(plan.CELLS)
+    assert len(parity) == 2 * 5 * 3 * 2 * 2 + 2 * (2 * 3 * 2 * 2 + 2 * 1 * 2 * 2)
+    assert {r["cell"] for r in parity} == set(plan.CELLS + plan.VARIANT_CELLS)
     bad = [(r["id"], r["detail"]) for r in parity if r["status"] != "pass"]
     assert not bad, bad
     for r in parity:           # every output and gradient was compared
