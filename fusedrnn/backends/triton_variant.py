@@ -174,7 +174,8 @@ def backward(kern, cfg, x, lengths, h0, c0, weights, y, ws, dy, dh_n, dc_n, star
         grads["w_hh"] = dg_hid[d].t() @ h_in
         if cfg.has_bias:
             grads["b_ih"] = dg_in[d].sum(0)
-            grads["b_hh"] = g["db_hh"][d].sum(0) if cfg.mode == "GRU" else grads["b_ih"]
+            # LSTM/RNN: b_hh sits in xproj beside b_ih (a copy: op outputs must not alias).
+            grads["b_hh"] = g["db_hh"][d].sum(0) if cfg.mode == "GRU" else grads["b_ih"].clone()
         dweights += [grads[k].to(w.dtype) for k, w in dirs[d].items()]
         # ∂L/∂h0 through the recurrent product of every step that starts from h0.
         started = (g["dg_hid"][d] * starts[d][..., None]).sum(0)                  # [B, G*H]
