@@ -68,12 +68,8 @@ def _run_oracle(cfg, x, lengths, h0, c0, weights, starts, keep, cot):
     x_, h0_, c0_, *w_ = leaves
     y, h_n, c_n = composite.layer(cfg, x_, lengths, h0_, c0_, w_, starts, keep)
     outs = [y, h_n, c_n]
-    grads = torch.autograd.grad(outs, leaves, cot_double(cot))
+    grads = torch.autograd.grad(outs, leaves, [c.double() for c in cot])
     return outs, grads
-
-
-def cot_double(cot):
-    return [c.double() for c in cot]
 
 
 def check(cfg, T, B, In, H, lengths=None, resets=None, keep=None, seed=0, dtype=torch.float32):
@@ -94,7 +90,8 @@ def _cfg(layer_norm, bidirectional=False, bias=True, resets=False, zoneout=False
 
 @pytest.mark.parametrize("layer_norm", [False, True], ids=["lstm", "ln_lstm"])
 def test_resets_and_zoneout_bidirectional_variable_length(layer_norm):
-    """Resets at t=0, at the last step and on consecutive steps; fractional zoneout mask."""
+    """Resets at t = 0 and at the last step (row 0), on consecutive steps (row 1), past the
+    row's length (row 2, ignored); fractional zoneout mask."""
     resets = [[1, 0, 0], [0, 1, 0], [0, 1, 1], [1, 0, 0]]          # [T=4, B=3]
     check(_cfg(layer_norm, bidirectional=True, resets=True, zoneout=True), T=4, B=3, In=3, H=5,
           lengths=[4, 4, 2], resets=resets, keep="fraction", seed=1)
@@ -107,18 +104,51 @@ def test_binary_zoneout_dense(layer_norm):
 
 @pytest.mark.parametrize("layer_norm", [False, True], ids=["lstm", "ln_lstm"])
 def test_edge_sizes(layer_norm):
-    """T = 1, B = 1, odd H, no bias, bidirectional; LayerNorm alone (no resets, no zoneout)."""
-    check(_cfg(layer_norm, bidirectional=True, bias=False, resets=not layer_norm),
-          T=1, B=1, In=2, H=3, resets=[[1]] if not layer_norm else None, seed=3)
-    check(_cfg(layer_norm, bidirectional=True), T=3, B=1, In=3, H=5,
-          resets=None if layer_norm else [[0], [0], [1]], seed=4) if layer_norm else None
+    """T = 1 and B = 1, odd H, no bias, bidirectional, a reset on the only step."""
+    check(_cfg(layer_norm, bidirectional=True, bias=False, resets=True), T=1, B=1, In=2, H=3,
+          resets=[[1]], seed=3)
+    check(_cfg(layer_norm, bidirectional=True, resets=True), T=3, B=1, In=3, H=5,
+          resets=[[0], [0], [1]], seed=4)
 
 
-def test_resets_variable_length_with_last_step_reset():
-    """A reset on each row's own last valid step (forward) and on step 1 (reverse boundary)."""
-    resets = [[0, 0, 0], [1, 1, 0], [0, 0, 1]]                     # lengths 3, 2, 3 sorted? no
+def test_layer_norm_alone():
+    """LayerNorm without resets or zoneout (starts from lengths only), variable length."""
+    check(_cfg(True, bidirectional=True), T=4, B=3, In=3, H=7, lengths=[4, 2, 1], seed=7)
+
+
+def test_resets_on_each_rows_last_step():
+    """Forward resets on each row's own last valid step (t = 2, 2, 1), one at t = 1 and one
+    past a row's length (t = 2 of the length-2 row, which must be ignored)."""
+    resets = [[0, 0, 0], [1, 0, 1], [0, 1, 1]]                     # [T=3, B=3]
     check(_cfg(True, bidirectional=True, resets=True), T=3, B=3, In=2, H=3,
           lengths=[3, 3, 2], resets=resets, seed=5)
+
+
+def test_several_programs_per_direction(monkeypatch):
+    """One row per program, so the row kernels' grid has several programs per direction."""
+    from fusedrnn.kernels.triton.variants import lstm_step
+
+    monkeypatch.setattr(lstm_step, "block_rows", lambda HP: 1)
+    check(_cfg(True, bidirectional=True, resets=True, zoneout=True), T=3, B=3, In=2, H=5,
+          lengths=[3, 2, 2], resets=[[0, 0, 0], [0, 1, 0], [1, 0, 0]], keep="fraction", seed=8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("layer_norm", [False, True], ids=["lstm", "ln_lstm"])
+def test_half_precision(layer_norm, dtype):
+    """fp16/bf16 inputs and weights, fp32 math inside; that dtype's tolerance."""
+    check(_cfg(layer_norm, bidirectional=True, resets=True, zoneout=True), T=3, B=2, In=3, H=5,
+          lengths=[3, 2], resets=[[0, 0], [1, 0], [0, 0]], keep="binary", seed=9, dtype=dtype)
+
+
+def test_projection_is_refused():
+    from fusedrnn.backends.triton_step import TritonStepBackend
+
+    cfg = LayerConfig("LSTM", False, False, True, has_zoneout=True)
+    weights = [torch.zeros(8, 1), torch.zeros(8, 1), torch.zeros(1, 2)]
+    reason = TritonStepBackend().unsupported_reason(cfg, torch.zeros(1, 1, 1, device=DEVICE),
+                                                    weights)
+    assert reason is not None and "projection" in reason
 
 
 def test_neutral_options_reproduce_torch_nn_lstm():
