@@ -174,3 +174,27 @@ def test_neutral_options_reproduce_torch_nn_lstm():
     assert_rel_close(y.cpu(), y_ref.detach(), torch.float32, "y")
     assert_rel_close(h_n.cpu(), h_ref.detach(), torch.float32, "h_n")
     assert_rel_close(c_n.cpu(), c_ref.detach(), torch.float32, "c_n")
+
+
+def test_double_backward_matches_oracle():
+    """Second order through the variant op (its backward's autograd is the composite's)."""
+    cfg = _cfg(True, resets=True, zoneout=True)
+    x, lengths, h0, c0, weights, starts, keep, cot = _problem(
+        cfg, 2, 2, 2, 3, [2, 1], [[0, 0], [1, 0]], "fraction", 10)
+
+    def grad_norm(backend, dtype):
+        leaves = [t.to(DEVICE, dtype).requires_grad_() for t in [x, h0, c0, *weights]]
+        x_, h0_, c0_, *w_ = leaves
+        if backend == "torch":
+            outs = composite.layer(cfg, x_, lengths, h0_, c0_, w_, starts.to(DEVICE),
+                                   keep.to(DEVICE, dtype))
+        else:
+            outs = torch.ops.fusedrnn.variant_layer_forward(
+                x_, lengths, h0_, c0_, w_, starts.to(DEVICE), keep.to(DEVICE), "LSTM", backend,
+                False, True, True, True)[:3]
+        g = torch.autograd.grad(outs, leaves, [c.to(DEVICE, dtype) for c in cot],
+                                create_graph=True)
+        return torch.autograd.grad(sum((gi * gi).sum() for gi in g), leaves)
+
+    for a, b in zip(grad_norm("triton-step", torch.float32), grad_norm("torch", torch.float64)):
+        assert_rel_close(a, b, torch.float32, "second order")
