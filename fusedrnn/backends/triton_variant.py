@@ -130,7 +130,7 @@ def _layer_norm_backward(z, gain, dout):
     return dz, (dout * n).sum(0)
 
 
-def _h_in(cfg, y, h0, starts, lens, d, H):
+def _h_in(y, h0, starts, lens, d, H):
     """``[T, B, H]``: the state each step of direction ``d`` began from (h0 where it starts)."""
     h_prev = _h_prev_sequence(y[..., d * H:(d + 1) * H], h0[d], lens, d)
     return torch.where(starts[d][..., None], h0[d][None].to(h_prev.dtype), h_prev)
@@ -169,7 +169,7 @@ def backward(kern, cfg, x, lengths, h0, c0, weights, y, ws, dy, dh_n, dc_n, star
         else:
             dz = dg_in[d]
         dx += dz @ dirs[d]["w_ih"].float()
-        h_in = _h_in(cfg, y, h0, starts, lens, d, H).reshape(T * B, H).float()
+        h_in = _h_in(y, h0, starts, lens, d, H).reshape(T * B, H).float()
         grads["w_ih"] = dz.t() @ x2
         grads["w_hh"] = dg_hid[d].t() @ h_in
         if cfg.has_bias:

@@ -55,6 +55,7 @@ def lstm_variant_fwd_kernel(
     d, o_b, m_b, t, _, t_next, last, o_j, m = row_tile(
         tl.program_id(0), tl.program_id(1), s, p_len, n_active, H, BB, HP)
     N = 4 * H
+    m_j = (o_j < H)[None, :]                                                     # [1, HP]
     o_r = (d * s_rec + o_b * N)[:, None] + o_j[None, :]                          # [BB, HP]
     r_i = tl.load(p_rec + o_r, mask=m, other=0.0)
     r_f = tl.load(p_rec + o_r + H, mask=m, other=0.0)
@@ -82,7 +83,6 @@ def lstm_variant_fwd_kernel(
         tl.store(p_w + 9 * H, r_o, mask=m)
         tl.store(p_ws + o_w + 10 * H, rstd, mask=m_b)
         p_gain = p_lnhh + d * N + o_j[None, :]
-        m_j = (o_j < H)[None, :]
         r_i = r_i * tl.load(p_gain, mask=m_j, other=0.0).to(tl.float32)
         r_f = r_f * tl.load(p_gain + H, mask=m_j, other=0.0).to(tl.float32)
         r_g = r_g * tl.load(p_gain + 2 * H, mask=m_j, other=0.0).to(tl.float32)
@@ -110,7 +110,6 @@ def lstm_variant_fwd_kernel(
         b_ch = b_ch * rstd_c[:, None]                                            # ĉ
         tl.store(p_w + 5 * H, b_ch, mask=m)
         tl.store(p_ws + o_w + 10 * H + 1, rstd_c, mask=m_b)
-        m_j = (o_j < H)[None, :]
         b_cout = (b_ch * tl.load(p_lncw + d * H + o_j[None, :], mask=m_j, other=0.0).to(tl.float32)
                   + tl.load(p_lncb + d * H + o_j[None, :], mask=m_j, other=0.0).to(tl.float32))
     else:
@@ -127,10 +126,9 @@ def lstm_variant_fwd_kernel(
     # rows' state, and rec was computed from it before the launch, so in place is safe.
     m_next = m_b & (last == 0)
     st = tl.load(p_starts + (d * T + t_next) * B + o_b, mask=m_next, other=0) != 0     # [BB]
-    o_st0 = (d * B + o_b)[:, None] * H + o_j[None, :]
     m2 = m_next[:, None] & (o_j < H)[None, :]
-    b_h0 = tl.load(p_h0 + o_st0, mask=m2 & st[:, None], other=0.0).to(tl.float32)
-    b_c0 = tl.load(p_c0 + o_st0, mask=m2 & st[:, None], other=0.0).to(tl.float32)
+    b_h0 = tl.load(p_h0 + o_st, mask=m2 & st[:, None], other=0.0).to(tl.float32)
+    b_c0 = tl.load(p_c0 + o_st, mask=m2 & st[:, None], other=0.0).to(tl.float32)
     tl.store(p_hs + o_st, tl.where(st[:, None], b_h0, b_h), mask=m2)
     tl.store(p_cs + o_st, tl.where(st[:, None], b_c0, b_c), mask=m2)
 
