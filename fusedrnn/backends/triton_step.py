@@ -67,6 +67,13 @@ class TritonStepBackend:
         ``split_biases``, ``GATES``, ``WORKSPACE_COLUMNS``."""
         return _step_kernels(mode)
 
+    def _variant_kernels(self, mode):
+        """The cell's variant kernel module (``kernels/triton/variants/<cell>_step.py``), driven
+        by the shared host :mod:`.triton_variant`; the persistent backend overrides this."""
+        from .triton_variant import variant_kernels
+
+        return variant_kernels(mode, "step")
+
     def unsupported_reason(self, cfg, x, weights):
         from ..kernels.triton.launch_common import interpreting
 
@@ -74,6 +81,9 @@ class TritonStepBackend:
             return "it needs CUDA tensors (CPU tensors only under TRITON_INTERPRET=1)"
         if x.dtype not in _SUPPORTED_DTYPES:
             return f"dtype {x.dtype} is not supported (float32, float16, bfloat16)"
+        if cfg.is_variant and cfg.has_proj:
+            return ("its variant kernels (resets, zoneout) have no LSTM projection "
+                    "(proj_size > 0); use backend='torch'")
         # Activation and gradient offsets are int64 in the kernels; offsets *within* one
         # direction's W_hh / W_hr stay int32, which caps G*H*Hr below 2³¹ (H ≈ 23k for an LSTM).
         H, Hr = cfg.hidden_sizes(weights)
@@ -82,12 +92,21 @@ class TritonStepBackend:
         return None
 
     def workspace_spec(self, cfg, x, hidden_size):
+        if cfg.is_variant:
+            from . import triton_variant
+
+            return triton_variant.workspace_spec(cfg, x, hidden_size)
         T, B, _ = x.shape
         cols = self._kernels(cfg.mode).WORKSPACE_COLUMNS
         shape = (cfg.directions, T, B, cols * hidden_size) if cols else (0,)
         return shape, torch.float32
 
-    def forward(self, cfg, x, lengths, h0, c0, weights):
+    def forward(self, cfg, x, lengths, h0, c0, weights, starts=None, keep=None):
+        if cfg.is_variant:
+            from . import triton_variant
+
+            return triton_variant.forward(self._variant_kernels(cfg.mode), cfg, x, lengths, h0,
+                                          c0, weights, starts, keep)
         kern = self._kernels(cfg.mode)
         T, B, In = x.shape
         D, G = cfg.directions, GATES[cfg.mode]
@@ -118,7 +137,14 @@ class TritonStepBackend:
             c_n = x.new_empty(0)
         return y, h_n.contiguous(), c_n, ws
 
-    def backward(self, cfg, x, lengths, h0, c0, weights, y, workspace, dy, dh_n, dc_n):
+    def backward(self, cfg, x, lengths, h0, c0, weights, y, workspace, dy, dh_n, dc_n,
+                 starts=None, keep=None):
+        if cfg.is_variant:
+            from . import triton_variant
+
+            return triton_variant.backward(self._variant_kernels(cfg.mode), cfg, x, lengths, h0,
+                                           c0, weights, y, workspace, dy, dh_n, dc_n, starts,
+                                           keep)
         kern = self._kernels(cfg.mode)
         T, B, In = x.shape
         D, G = cfg.directions, GATES[cfg.mode]

@@ -1,0 +1,67 @@
+"""Pieces shared by the row kernels of the variant step family (``<cell>_step`` in this folder).
+
+Dimension legend (every kernel file of this family):
+    T   sequence length (padded)            B   batch (rows sorted by length, longest first)
+    D   directions (1 or 2)                 s   processing step, 0 … T-1
+    H   hidden units                        HP  H rounded up to a power of two (tl.arange)
+    G   gates (LSTM 4, GRU 3, RNN 1)        N   G*H, the LayerNorm width of the gates
+    BB  rows per program
+
+A row program owns BB whole rows (all G*H columns, one [BB, HP] block per gate), so the
+LayerNorm row statistics are plain in-register reductions over those blocks: no atomics, no
+second pass over memory. Time indexing is the classic step family's (``kernels/triton/
+step_common``): direction 1 runs row b's step s at t = len_b − 1 − s.
+"""
+
+import triton
+import triton.language as tl
+
+from ..step_common import sigmoid, tanh  # noqa: F401  (re-exported for the cell files)
+
+
+@triton.jit
+def row_tile(b_tile, d, s, p_len, n_active, H, BB: tl.constexpr, HP: tl.constexpr):
+    """Rows of program ``b_tile`` in direction ``d`` at step ``s``.
+
+    Returns ``d`` (int64, so offsets built from it are int64), ``o_b [BB]`` row ids, ``m_b``
+    rows that run, ``t`` / ``t_prev`` / ``t_next`` times of this step and of the steps before
+    and after in processing order, ``last`` (s is the row's final step), ``o_j [HP]`` column
+    ids within a gate, ``m [BB, HP]`` the block mask."""
+    d = d.to(tl.int64)
+    o_b = b_tile * BB + tl.arange(0, BB)
+    lens = tl.load(p_len + o_b, mask=o_b < n_active, other=0)
+    m_b = (o_b < n_active) & (s < lens)
+    direction = 1 - 2 * d                                 # +1 forward, −1 reverse
+    t = tl.where(d == 0, s, lens - 1 - s).to(tl.int64)
+    o_j = tl.arange(0, HP)
+    m = m_b[:, None] & (o_j < H)[None, :]
+    return d, o_b, m_b, t, t - direction, t + direction, s == lens - 1, o_j, m
+
+
+@triton.jit
+def row_sum(x, m):
+    """``[BB]``: Σ over the valid columns of a ``[BB, HP]`` block (masked columns count 0)."""
+    return tl.sum(tl.where(m, x, 0.0), axis=1)
+
+
+@triton.jit
+def ln_rstd(sq_sum, N, EPS: tl.constexpr):
+    """``1 / sqrt(var + eps)`` from ``Σ (x − μ)²`` over N columns (biased variance)."""
+    return 1.0 / tl.sqrt(sq_sum / N + EPS)
+
+
+@triton.jit
+def ln_grad(dn, n, rstd, mean_dn, mean_dn_n):
+    """One block of the LayerNorm backward, ``n = (x − μ) · rstd``:
+
+        dx = rstd · (dn − mean(dn) − n · mean(dn ⊙ n))
+
+    with the two means taken over the whole normalised width (every block of the row) by the
+    caller: ``mean_dn``, ``mean_dn_n`` and ``rstd`` are ``[BB]``."""
+    return rstd[:, None] * (dn - mean_dn[:, None] - n * mean_dn_n[:, None])
+
+
+def block_rows(HP):
+    """Rows per program: 16 (the classic family's batch tile) while a [BB, HP] block stays
+    within 2048 elements (about a dozen such blocks are live at once), fewer for wide H."""
+    return max(1, min(16, 2048 // HP))
