@@ -63,7 +63,8 @@ def _cfg(mode, layer_norm, bidirectional=False, bias=True, resets=False, zoneout
 
 
 # (mode, layer_norm) of every cell with finished persistent variant kernels.
-CELLS = [("LSTM", False), ("LSTM", True), ("GRU", False), ("GRU", True)]
+CELLS = [("LSTM", False), ("LSTM", True), ("GRU", False), ("GRU", True), ("RNN_TANH", False),
+         ("RNN_RELU", False)]
 IDS = [f"{'ln_' if ln else ''}{m.lower()}" for m, ln in CELLS]
 
 
