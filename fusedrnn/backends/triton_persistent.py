@@ -67,15 +67,39 @@ class TritonPersistentBackend(TritonStepBackend):
     def _kernels(self, mode):
         return _dispatching_module(mode)
 
+    def _variant_kernels(self, mode):
+        """Variants run only in the batch-tiled form (``kernels/triton/variants/
+        <cell>_persistent.py``), driven by the shared host :mod:`.triton_variant`."""
+        from .triton_variant import variant_kernels
+
+        return variant_kernels(mode, "persistent")
+
     def unsupported_reason(self, cfg, x, weights):
         reason = super().unsupported_reason(cfg, x, weights)
         if reason is not None:
             return reason
         H, Hr = cfg.hidden_sizes(weights)
+        if cfg.is_variant:
+            return variant_limit_reason(cfg, H, x.dtype)
         if batch_tiled_fits(cfg.mode, H, x.dtype, cfg.has_proj) or x.device.type != "cuda":
             return None        # the interpreter runs the split form as one program per direction
         sms = torch.cuda.get_device_properties(x.device).multi_processor_count
         return split_form_limit_reason(H, Hr, cfg.directions, sms)
+
+
+def variant_limit_reason(cfg, H, dtype):
+    """Why the batch-tiled variant kernels cannot run this layer, or None. The same limit on
+    the GPU and under the interpreter (limits must not depend on where the code runs)."""
+    from ..kernels.triton.persistent_common import dot_key
+    from .triton_variant import variant_kernels
+
+    limit = variant_kernels(cfg.mode, "persistent").MAX_HIDDEN[dot_key(dtype)]
+    if H <= limit:
+        return None
+    return (f"hidden size {H} exceeds {limit}, the largest the batch-tiled variant kernels "
+            f"(LayerNorm, resets, zoneout) hold in registers for {cfg.mode} in {dot_key(dtype)}; "
+            "the hidden-split form has no variant kernels (LayerNorm would need cross-program "
+            "row statistics every step); use backend='triton-step' or 'torch'")
 
 
 def split_form_limit_reason(H, Hr, directions, sms):
