@@ -105,7 +105,10 @@ def test_the_plan_covers_the_matrix_the_issue_asks_for():
     # triton-step at H=256 and on triton-persistent's batch-tiled form at H=32
     variants = [it for it in items if it["kind"] == "parity" and it["cell"] in plan.VARIANT_CELLS]
     assert {(it["backend"], it["shape"]["H"]) for it in variants} == {
-        ("triton-step", 256), ("triton-persistent", 32)}
+        ("triton-step", 256), ("triton-persistent", plan.VARIANT_TILED_H)}
+    from fusedrnn.kernels.triton.variants import gru_persistent, lstm_persistent, rnn_persistent
+    assert plan.VARIANT_TILED_H <= min(min(m.MAX_HIDDEN.values()) for m in (
+        lstm_persistent, gru_persistent, rnn_persistent))
     assert len(variants) == 2 * (2 * 3 * 2 * 2 + 2 * 1 * 2 * 2)
     limits = [it for it in items if it["kind"] == "limit"]
     assert {(it["form"], it["at"]) for it in limits} == {

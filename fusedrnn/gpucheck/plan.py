@@ -26,8 +26,11 @@ MODE = {"lstm": "LSTM", "lstm_proj": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH
 # kernels): LayerNorm LSTM/GRU, and LSTM/GRU with zoneout (eval mode: the expectation mask, so
 # the CPU oracle and the GPU see the same mask) and resets ("_zr"). The batch-tiled persistent
 # form is the only persistent one with variant kernels, so triton-persistent checks them at
-# the small width only.
+# the small width only (VARIANT_TILED_H).
 VARIANT_CELLS = ("ln_lstm", "ln_gru", "lstm_zr", "gru_zr")
+# The width the batch-tiled variant kernels fit in every dtype (the smallest of their
+# MAX_HIDDEN tables; tests/test_gpucheck.py checks it against the tables).
+VARIANT_TILED_H = 16
 
 # Cumulative share of the budget by the end of each phase: a phase may start only before its
 # share is spent, and what an earlier phase leaves unused rolls over. Correctness comes before
@@ -84,6 +87,7 @@ def correctness_matrix(dry_run):
     sizes = [(shapes(dry_run), FUSED)]
     if not dry_run:
         sizes.append((dict(T=64, B=16, In=32, H=32), ("triton-persistent",)))
+        sizes.append((dict(T=64, B=16, In=16, H=VARIANT_TILED_H), ("triton-persistent",)))
     for shape, backends in sizes:
         for cell in CELLS + VARIANT_CELLS:
             variant = cell in VARIANT_CELLS
@@ -95,8 +99,14 @@ def correctness_matrix(dry_run):
                         for backend in backends:
                             if cell == "lstm_proj" and backend == "cupy-persistent":
                                 continue
+                            # Variants: triton-step at the first width, and the batch-tiled
+                            # persistent variant kernels at the width every dtype fits; the
+                            # classic cells not at that extra width.
+                            tiled_variant_width = shape["H"] == VARIANT_TILED_H and not dry_run
                             if variant and (backend not in TRITON or (
-                                    backend == "triton-persistent" and shape["H"] > 32)):
+                                    backend == "triton-persistent" and shape["H"] > VARIANT_TILED_H)):
+                                continue
+                            if not variant and tiled_variant_width:
                                 continue
                             items.append(_item("correctness", "parity", group, CHECK_S,
                                                backend, cell, dtype, bidirectional, packed,
