@@ -117,24 +117,44 @@ def test_half_precision(mode, layer_norm, dtype):
           dtype=dtype)
 
 
-def test_over_limit_is_refused():
-    from fusedrnn.backends.triton_persistent import TritonPersistentBackend
-    from fusedrnn.kernels.triton.persistent_common import dot_key
-    from fusedrnn.kernels.triton.variants import lstm_persistent
+def _module(mode):
+    from fusedrnn.backends.triton_variant import variant_kernels
 
-    limit = lstm_persistent.MAX_HIDDEN[dot_key(torch.float32)]
-    backend = TritonPersistentBackend()
+    return variant_kernels(mode, "persistent")
+
+
+@pytest.mark.parametrize("mode,layer_norm", CELLS, ids=IDS)
+def test_largest_supported_hidden_size(mode, layer_norm):
+    from fusedrnn.kernels.triton.persistent_common import dot_key
+
+    H = _module(mode).MAX_HIDDEN[dot_key(torch.float32)]
+    check(_cfg(mode, layer_norm, resets=True, zoneout=True), T=2, B=2, In=3, H=H,
+          lengths=[2, 1], resets=[[0, 0], [1, 0]], keep="fraction", seed=12)
+
+
+@pytest.mark.parametrize("mode,layer_norm", CELLS, ids=IDS)
+def test_over_limit_is_refused(mode, layer_norm):
+    """Refused past MAX_HIDDEN with a ValueError naming the limit and the hidden-split form;
+    the same limit under the interpreter as on a GPU."""
+    from fusedrnn.backends import registry
+    from fusedrnn.kernels.triton.persistent_common import dot_key
+
+    limit = _module(mode).MAX_HIDDEN[dot_key(torch.float32)]
     x = torch.zeros(1, 1, 1, device=DEVICE)
     for H, refused in [(limit, False), (limit + 1, True)]:
-        cfg = LayerConfig("LSTM", False, False, False, layer_norm=True)
-        weights = [torch.zeros(4 * H, 1), torch.zeros(4 * H, H), torch.zeros(4 * H),
-                   torch.zeros(4 * H), torch.zeros(H), torch.zeros(H)]
-        reason = backend.unsupported_reason(cfg, x, weights)
+        cfg = _cfg(mode, layer_norm, zoneout=not layer_norm)
+        weights = _problem(cfg, 1, 1, 1, H, None, None, None, 0)[4]
         if not refused:
-            assert reason is None
+            assert registry.resolve(BACKEND, cfg, x, weights) is not None
             continue
-        assert reason is not None and str(limit) in reason and "hidden-split" in reason
-        from fusedrnn.backends import registry
-
         with pytest.raises(ValueError, match=f"exceeds {limit}.*hidden-split"):
             registry.resolve(BACKEND, cfg, x, weights)
+
+
+def test_projection_is_refused():
+    from fusedrnn.backends import registry
+
+    cfg = LayerConfig("LSTM", False, False, True, has_zoneout=True)
+    weights = [torch.zeros(8, 1), torch.zeros(8, 1), torch.zeros(1, 2)]
+    with pytest.raises(ValueError, match="projection"):
+        registry.resolve(BACKEND, cfg, torch.zeros(1, 1, 1, device=DEVICE), weights)

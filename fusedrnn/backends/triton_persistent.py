@@ -10,6 +10,12 @@ sequence, in one of two forms:
   assumed when choosing, so the limit is ``H ≤ SLICE_WIDTH × SMs / D`` — 4224 for one
   direction on a 132-SM H200; the launch checks the exact occupancy).
 
+Variants (LayerNorm, resets, zoneout; ``cfg.is_variant``) run only in the batch-tiled form,
+``kernels/triton/variants/<cell>_persistent`` driven by the shared host
+:mod:`.triton_variant`, while ``H ≤ MAX_HIDDEN`` of that module; wider layers are refused (the
+hidden-split form has no variant kernels: LayerNorm would need cross-program row statistics
+every step).
+
 Everything around the kernels — input projection, workspace and gradient layouts, the GEMMs
 after the loop, h_n/c_n — is shared with ``"triton-step"``; only the kernels differ.
 """

@@ -37,11 +37,23 @@ from ..persistent_common import load_square, mm, padded_hidden, step_times, tile
 from .step_common import ln_grad, ln_rstd, row_sum, sigmoid, tanh
 
 GATES = 4
-# Register budget: W_hh (4 HP × HP tiles) plus the LN accumulators. Limits not yet measured
-# with ptxas for these kernels (see tests/test_variant_ptx_compile.py when present); set at
-# half the classic lstm_persistent's limits (the variant backward holds ~6 more [BB, HP]
-# blocks), the same on every device (limits must not depend on where the code runs).
-MAX_HIDDEN = {"fp32-tf32": 32, "fp32-ieee": 16, "fp16": 16, "bf16": 32}
+# Register budget, measured with ptxas for sm_90 at 8 warps (LayerNorm and zoneout on; kept
+# checked by tests/test_variant_ptx_compile.py). Forward: HP=32 fits for every dot key
+# (≤ 244 registers). Backward: with mma dots (TF32, fp16's TF32, bf16) it spills at every HP,
+# even 16 (LSTM 56–330 bytes, GRU 40–130 bytes; at 4 warps more), the layout conversions
+# around the dots and the register accumulators being the cost, not W_hh; with fp32 IEEE (FMA)
+# dots HP=32 fits (LSTM 193, GRU 185 registers). So the backward's recurrent dots run on fp32
+# operands at IEEE precision for every dtype (``backward_dot_mode``: more precise than the
+# classic kernels' TF32, slower per FLOP; speed unmeasured), and H ≤ 32 everywhere. The same
+# limit on every device (limits must not depend on where the code runs).
+MAX_HIDDEN = {"fp32-tf32": 32, "fp32-ieee": 32, "fp16": 32, "bf16": 32}
+
+
+def backward_dot_mode(dtype):
+    """``(DOT_FP32, PRECISION)`` of the backward kernel: fp32 IEEE for every dtype (see above)."""
+    return True, "ieee"
+
+
 NUM_WARPS = 8
 BB = 16   # tl.dot's minimum tile side
 
@@ -319,7 +331,7 @@ def backward(dy, dh_n, dc_n, w_hh, b_hh, ln, ws, y, h0, c0, starts, keep, lens, 
     T, B = dy.shape[:2]
     D, N, H = w_hh.shape
     W = layout.columns("LSTM", ln is not None, H)["W"]
-    dot_fp32, precision = dot_mode(w_hh.dtype, backward=True)
+    dot_fp32, precision = backward_dot_mode(w_hh.dtype)
 
     def zeros(*shape):
         return torch.zeros(shape, dtype=torch.float32, device=dy.device)
