@@ -54,7 +54,7 @@ class Problem:
         self.x = torch.randn(T, B, In, generator=g).to(self.dtype)
         self.h0 = (0.5 * torch.randn(D, B, Hr, generator=g)).to(self.dtype)
         self.c0 = (0.5 * torch.randn(D, B, H, generator=g)).to(self.dtype) \
-            if cell.startswith("lstm") else None
+            if MODE[cell] == "LSTM" else None
         self.lengths = None
         if packed:
             self.lengths = torch.randint(1, T + 1, (B,), generator=g)
