@@ -59,16 +59,17 @@ def test_variant_lstm_step_kernels_compile_to_sm90(rows):
 
 
 def test_variant_lstm_step_kernels_spill_only_in_the_layer_norm_backward(rows):
-    """Measured with Triton 3.9 (this venv; the GPU machine's 3.6 not measured here), sm_90,
-    H = 768, HP = 1024, BB = 2, 4 warps: every forward and the plain/zoneout backward use
-    <= 255 registers with no stack; the LAYER_NORM backward spills (fp32 112 / 136 bytes, bf16 200 / 152 bytes of stack at 255 registers, ZONEOUT
-    off / on): it keeps da (4 blocks), n_hh (4 blocks) and the cell-LN blocks live across the
-    two row means. Asserted as it is, so a change either way is seen; fixing it needs a
-    smaller row tile or splitting the LN backward, not a looser check."""
+    """sm_90, H = 768, HP = 1024, BB = 2, 4 warps. Every forward and the plain/zoneout backward
+    use <= 255 registers with no stack, with Triton 3.9 and 3.6 alike. The LAYER_NORM backward
+    keeps da (4 blocks), n_hh (4 blocks) and the cell-LN blocks live across the two row means;
+    its stack depends on the Triton version, measured: Triton 3.9 spills (fp32 112 / 136 bytes,
+    bf16 200 / 152, ZONEOUT off / on, at 255 registers), Triton 3.6 (the GPU machine's, in
+    .ci/run's 3.6 step) does not (255 registers, no stack). So no spill anywhere else, and at
+    most the 3.9 amount there; removing it needs a smaller row tile or a split LN backward."""
     report = "\n".join(f"{r['name']}/{r['dtype']}: regs {r['registers']} "
                        f"stack {r['stack_bytes']}" for r in rows)
     print(report)
     for r in rows:
         ln_bwd = r["kernel"] == "lstm_variant_bwd_kernel" and r["flags"]["LAYER_NORM"]
         assert r["registers"] <= 255, report
-        assert (r["stack_bytes"] > 0) == ln_bwd, report
+        assert r["stack_bytes"] <= (200 if ln_bwd else 0), report
