@@ -20,11 +20,12 @@ RESETS = torch.tensor([[False, False], [True, False], [False, True], [False, Fal
 
 
 @pytest.mark.parametrize("fullgraph", [False, True])
-@pytest.mark.parametrize("backend", ["reference", "torch"])
+@pytest.mark.parametrize("backend", ["reference", "torch", "triton-step", "triton-persistent"])
 def test_compile(backend, fullgraph):
     torch._dynamo.reset()
-    m = _model(backend, zoneout=0.2).eval()
-    x = _x().requires_grad_()
+    dtype = torch.float32 if backend.startswith("triton") else torch.float64   # interpreter
+    m = _model(backend, zoneout=0.2).eval().to(dtype)
+    x = _x().to(dtype).requires_grad_()
     want = m(x, resets=RESETS)[0]
     (g_want,) = torch.autograd.grad(want.sum(), x)
     compiled = torch.compile(m, fullgraph=fullgraph)

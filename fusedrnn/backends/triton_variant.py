@@ -20,7 +20,6 @@ Kernel modules: :func:`variant_kernels` finds ``kernels/triton/variants/<cell>_<
 launchers, the activation switched by each), as the classic ``rnn_step`` does.
 """
 
-import importlib
 
 import torch
 
@@ -33,8 +32,15 @@ _CELL = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn", "RNN_RELU": "rnn"}
 
 def variant_kernels(mode, family):
     """The launcher module of ``mode`` in ``family`` (``"step"``, ``"persistent"``), imported on
-    first use: Triton modules must be imported after TRITON_INTERPRET is set."""
-    module = importlib.import_module(f"fusedrnn.kernels.triton.variants.{_CELL[mode]}_{family}")
+    first use: Triton modules must be imported after TRITON_INTERPRET is set. Plain imports (not
+    importlib, which torch.compile refuses to trace: the persistent backend's limit check calls
+    this while the graph is traced)."""
+    from ..kernels.triton.variants import (gru_persistent, gru_step, lstm_persistent, lstm_step,
+                                           rnn_persistent, rnn_step)
+
+    module = {"step": {"lstm": lstm_step, "gru": gru_step, "rnn": rnn_step},
+              "persistent": {"lstm": lstm_persistent, "gru": gru_persistent,
+                             "rnn": rnn_persistent}}[family][_CELL[mode]]
     if mode == "RNN_TANH":
         return module.TANH
     if mode == "RNN_RELU":
