@@ -20,7 +20,6 @@ Kernel modules: :func:`variant_kernels` finds ``kernels/triton/variants/<cell>_<
 launchers, the activation switched by each), as the classic ``rnn_step`` does.
 """
 
-
 import torch
 
 from ..allocation import new_empty
