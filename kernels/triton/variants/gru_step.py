@@ -26,7 +26,8 @@ import triton
 import triton.language as tl
 
 from . import layout
-from .step_common import block_rows, ln_grad, ln_rstd, row_sum, row_tile, sigmoid, tanh
+from .step_common import (accumulate, block_rows, hand_on, incoming_dh, ln_grad, ln_rstd,
+                          next_step_starts, row_sum, row_tile, sigmoid, tanh)
 
 GATES = 3
 
@@ -90,17 +91,8 @@ def gru_variant_fwd_kernel(
         b_h = b_k * b_hin + (1.0 - b_k) * b_h
     tl.store(p_y + ((t * B + o_b) * (D * H) + d * H)[:, None] + o_j[None, :],
              b_h.to(p_y.dtype.element_ty), mask=m)
-    m_next = m_b & (last == 0)
-    st = tl.load(p_starts + (d * T + t_next) * B + o_b, mask=m_next, other=0) != 0
-    m2 = m_next[:, None] & m_j
-    b_h0 = tl.load(p_h0 + o_st, mask=m2 & st[:, None], other=0.0).to(tl.float32)
-    tl.store(p_hs + o_st, tl.where(st[:, None], b_h0, b_h), mask=m2)
-
-
-@triton.jit
-def _accumulate(p, o, m, v):
-    """``p[o] += v`` for a block only this program touches."""
-    tl.store(p + o, tl.load(p + o, mask=m, other=0.0) + v, mask=m)
+    m_next, st_next = next_step_starts(p_starts, d, T, B, o_b, t_next, m_b, last)
+    hand_on(p_hs, p_h0, o_st, m_next, st_next, b_h, m_j)
 
 
 @triton.jit(do_not_specialize=["s", "n_active"])
@@ -119,17 +111,10 @@ def gru_variant_bwd_kernel(
     N = 3 * H
     m_j = (o_j < H)[None, :]
     o_st = (d * B + o_b)[:, None] * H + o_j[None, :]
-    b_last = last[:, None]
-    m_next = m_b & (last == 0)
-    st_next = tl.load(p_starts + (d * T + t_next) * B + o_b, mask=m_next, other=0) != 0
+    m_next, st_next = next_step_starts(p_starts, d, T, B, o_b, t_next, m_b, last)
     m_carry = (m_next & (st_next == 0))[:, None] & m_j
-    b_fut = (tl.load(p_dhc + o_st, mask=m_carry, other=0.0)
-             + tl.load(p_rdh + (d * s_rdh + o_b * H)[:, None] + o_j[None, :], mask=m_carry,
-                       other=0.0))
-    b_dh = tl.load(p_dy + ((t * B + o_b) * (D * H) + d * H)[:, None] + o_j[None, :], mask=m,
-                   other=0.0).to(tl.float32)
-    b_dh += tl.where(b_last, tl.load(p_dhn + o_st, mask=m & b_last, other=0.0).to(tl.float32),
-                     b_fut)                                                      # ∂L/∂h_t
+    b_dh = incoming_dh(p_dy, p_dhn, p_dhc, p_rdh, s_rdh, d, t, B, D, H, o_b, o_j, o_st, m,
+                       m_carry, last)                                            # ∂L/∂h_t
     st = tl.load(p_starts + (d * T + t) * B + o_b, mask=m_b, other=0) != 0
     m_st = m & st[:, None]
     # h_in: h0 where this step starts afresh, else the state the previous step left (in y).
@@ -151,7 +136,7 @@ def gru_variant_bwd_kernel(
     b_ahn = tl.load(p_w + 3 * H, mask=m, other=0.0)
     b_direct += b_dh * b_z
     tl.store(p_dhc + o_st, b_direct, mask=m)
-    _accumulate(p_dh0, o_st, m_st, b_direct)
+    accumulate(p_dh0, o_st, m_st, b_direct)
     da_n = b_dh * (1.0 - b_z) * (1.0 - b_n * b_n)
     da_r = da_n * b_ahn * b_r * (1.0 - b_r)
     da_z = b_dh * (b_hin - b_n) * b_z * (1.0 - b_z)
@@ -161,17 +146,17 @@ def gru_variant_bwd_kernel(
     tl.store(p_dgin + o_g + H, da_z, mask=m)
     tl.store(p_dgin + o_g + 2 * H, da_n, mask=m)
     o_a = (d * B + o_b)[:, None] * N + o_j[None, :]
-    _accumulate(p_dbhh, o_a, m, da_r)
-    _accumulate(p_dbhh, o_a + H, m, da_z)
-    _accumulate(p_dbhh, o_a + 2 * H, m, da_hn)
+    accumulate(p_dbhh, o_a, m, da_r)
+    accumulate(p_dbhh, o_a + H, m, da_z)
+    accumulate(p_dbhh, o_a + 2 * H, m, da_hn)
     if LAYER_NORM:
         n_r = tl.load(p_w + 4 * H, mask=m, other=0.0)
         n_z = tl.load(p_w + 5 * H, mask=m, other=0.0)
         n_n = tl.load(p_w + 6 * H, mask=m, other=0.0)
         rstd = tl.load(p_ws + o_w + 7 * H, mask=m_b, other=0.0)
-        _accumulate(p_dgain, o_a, m, da_r * n_r)
-        _accumulate(p_dgain, o_a + H, m, da_z * n_z)
-        _accumulate(p_dgain, o_a + 2 * H, m, da_hn * n_n)
+        accumulate(p_dgain, o_a, m, da_r * n_r)
+        accumulate(p_dgain, o_a + H, m, da_z * n_z)
+        accumulate(p_dgain, o_a + 2 * H, m, da_hn * n_n)
         p_gain = p_lnhh + d * N + o_j[None, :]
         da_r = da_r * tl.load(p_gain, mask=m_j, other=0.0).to(tl.float32)
         da_z = da_z * tl.load(p_gain + H, mask=m_j, other=0.0).to(tl.float32)

@@ -37,7 +37,8 @@ import triton
 import triton.language as tl
 
 from . import layout
-from .step_common import block_rows, ln_grad, ln_rstd, row_sum, row_tile, sigmoid, tanh
+from .step_common import (accumulate, block_rows, hand_on, incoming_dh, ln_grad, ln_rstd,
+                          next_step_starts, row_sum, row_tile, sigmoid, tanh)
 
 GATES = 4
 
@@ -122,21 +123,10 @@ def lstm_variant_fwd_kernel(
     tl.store(p_y + ((t * B + o_b) * (D * H) + d * H)[:, None] + o_j[None, :],
              b_h.to(p_y.dtype.element_ty), mask=m)
 
-    # The state step s + 1 begins from: (h0, c0) where it starts afresh. This program owns its
-    # rows' state, and rec was computed from it before the launch, so in place is safe.
-    m_next = m_b & (last == 0)
-    st = tl.load(p_starts + (d * T + t_next) * B + o_b, mask=m_next, other=0) != 0     # [BB]
-    m2 = m_next[:, None] & (o_j < H)[None, :]
-    b_h0 = tl.load(p_h0 + o_st, mask=m2 & st[:, None], other=0.0).to(tl.float32)
-    b_c0 = tl.load(p_c0 + o_st, mask=m2 & st[:, None], other=0.0).to(tl.float32)
-    tl.store(p_hs + o_st, tl.where(st[:, None], b_h0, b_h), mask=m2)
-    tl.store(p_cs + o_st, tl.where(st[:, None], b_c0, b_c), mask=m2)
-
-
-@triton.jit
-def _accumulate(p, o, m, v):
-    """``p[o] += v`` for a block only this program touches."""
-    tl.store(p + o, tl.load(p + o, mask=m, other=0.0) + v, mask=m)
+    # The state step s + 1 begins from: (h0, c0) where it starts afresh.
+    m_next, st_next = next_step_starts(p_starts, d, T, B, o_b, t_next, m_b, last)
+    hand_on(p_hs, p_h0, o_st, m_next, st_next, b_h, m_j)
+    hand_on(p_cs, p_c0, o_st, m_next, st_next, b_c, m_j)
 
 
 @triton.jit(do_not_specialize=["s", "n_active"])
@@ -160,16 +150,10 @@ def lstm_variant_bwd_kernel(
     b_last = last[:, None]
 
     # What the future sends back: nothing across a step that starts afresh.
-    m_next = m_b & (last == 0)
-    st_next = tl.load(p_starts + (d * T + t_next) * B + o_b, mask=m_next, other=0) != 0
+    m_next, st_next = next_step_starts(p_starts, d, T, B, o_b, t_next, m_b, last)
     m_carry = (m_next & (st_next == 0))[:, None] & m_j
-    b_fut_h = (tl.load(p_dhc + o_st, mask=m_carry, other=0.0)
-               + tl.load(p_rdh + (d * s_rdh + o_b * H)[:, None] + o_j[None, :], mask=m_carry,
-                         other=0.0))
-    b_dh = tl.load(p_dy + ((t * B + o_b) * (D * H) + d * H)[:, None] + o_j[None, :], mask=m,
-                   other=0.0).to(tl.float32)
-    b_dh += tl.where(b_last, tl.load(p_dhn + o_st, mask=m & b_last, other=0.0).to(tl.float32),
-                     b_fut_h)                                                    # ∂L/∂h_t
+    b_dh = incoming_dh(p_dy, p_dhn, p_dhc, p_rdh, s_rdh, d, t, B, D, H, o_b, o_j, o_st, m,
+                       m_carry, last)                                            # ∂L/∂h_t
     b_dc = tl.where(b_last, tl.load(p_dcn + o_st, mask=m & b_last, other=0.0).to(tl.float32),
                     tl.load(p_dcc + o_st, mask=m_carry, other=0.0))              # from c' onward
 
@@ -181,7 +165,7 @@ def lstm_variant_bwd_kernel(
         b_direct = b_k * b_dh                                                    # → h_in
         b_dh = (1.0 - b_k) * b_dh                                                # → h'
         tl.store(p_dhc + o_st, b_direct, mask=m)
-        _accumulate(p_dh0, o_st, m_st, b_direct)
+        accumulate(p_dh0, o_st, m_st, b_direct)
 
     o_w = ((d * T + t) * B + o_b) * W                                            # [BB]
     p_w = p_ws + o_w[:, None] + o_j[None, :]
@@ -201,8 +185,8 @@ def lstm_variant_bwd_kernel(
     b_do = b_dh * b_tc
     b_dcout = b_dh * b_o * (1.0 - b_tc * b_tc)
     if LAYER_NORM:
-        _accumulate(p_dbc, o_st, m, b_dcout)
-        _accumulate(p_dgc, o_st, m, b_dcout * b_ch)
+        accumulate(p_dbc, o_st, m, b_dcout)
+        accumulate(p_dgc, o_st, m, b_dcout * b_ch)
         b_dn = b_dcout * b_gc
         b_dc += ln_grad(b_dn, b_ch, rstd_c, row_sum(b_dn, m) / H, row_sum(b_dn * b_ch, m) / H)
     else:
@@ -214,7 +198,7 @@ def lstm_variant_bwd_kernel(
                              + o_j[None, :], mask=m & (st == 0)[:, None], other=0.0))
     b_dcin = b_dc * b_f
     tl.store(p_dcc + o_st, b_dcin, mask=m)
-    _accumulate(p_dc0, o_st, m_st, b_dcin)
+    accumulate(p_dc0, o_st, m_st, b_dcin)
 
     da_i = b_dc * b_g * b_i * (1.0 - b_i)
     da_f = b_dc * b_cin * b_f * (1.0 - b_f)
@@ -234,10 +218,10 @@ def lstm_variant_bwd_kernel(
         n_o = tl.load(p_w + 9 * H, mask=m, other=0.0)
         rstd = tl.load(p_ws + o_w + 10 * H, mask=m_b, other=0.0)
         o_a = (d * B + o_b)[:, None] * N + o_j[None, :]
-        _accumulate(p_dgain, o_a, m, da_i * n_i)
-        _accumulate(p_dgain, o_a + H, m, da_f * n_f)
-        _accumulate(p_dgain, o_a + 2 * H, m, da_g * n_g)
-        _accumulate(p_dgain, o_a + 3 * H, m, da_o * n_o)
+        accumulate(p_dgain, o_a, m, da_i * n_i)
+        accumulate(p_dgain, o_a + H, m, da_f * n_f)
+        accumulate(p_dgain, o_a + 2 * H, m, da_g * n_g)
+        accumulate(p_dgain, o_a + 3 * H, m, da_o * n_o)
         p_gain = p_lnhh + d * N + o_j[None, :]
         da_i = da_i * tl.load(p_gain, mask=m_j, other=0.0).to(tl.float32)
         da_f = da_f * tl.load(p_gain + H, mask=m_j, other=0.0).to(tl.float32)

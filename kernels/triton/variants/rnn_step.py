@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from . import layout
-from .step_common import block_rows, row_tile, tanh
+from .step_common import block_rows, hand_on, incoming_dh, next_step_starts, row_tile, tanh
 
 GATES = 1
 
@@ -52,11 +52,8 @@ def rnn_variant_fwd_kernel(
     tl.store(p_y + ((t * B + o_b) * (D * H) + d * H)[:, None] + o_j[None, :],
              b_h.to(p_y.dtype.element_ty), mask=m)
     # The state step s + 1 begins from (in place: rec was computed before the launch).
-    m_next = m_b & (last == 0)
-    st = tl.load(p_starts + (d * T + t_next) * B + o_b, mask=m_next, other=0) != 0     # [BB]
-    m2 = m_next[:, None] & (o_j < H)[None, :]
-    b_h0 = tl.load(p_h0 + o_st, mask=m2 & st[:, None], other=0.0).to(tl.float32)
-    tl.store(p_hs + o_st, tl.where(st[:, None], b_h0, b_h), mask=m2)
+    m_next, st_next = next_step_starts(p_starts, d, T, B, o_b, t_next, m_b, last)
+    hand_on(p_hs, p_h0, o_st, m_next, st_next, b_h, (o_j < H)[None, :])
 
 
 @triton.jit(do_not_specialize=["s", "n_active"])
@@ -72,17 +69,10 @@ def rnn_variant_bwd_kernel(
         tl.program_id(0), tl.program_id(1), s, p_len, n_active, H, BB, HP)
     m_j = (o_j < H)[None, :]
     o_st = (d * B + o_b)[:, None] * H + o_j[None, :]
-    b_last = last[:, None]
-    m_next = m_b & (last == 0)
-    st_next = tl.load(p_starts + (d * T + t_next) * B + o_b, mask=m_next, other=0) != 0
+    m_next, st_next = next_step_starts(p_starts, d, T, B, o_b, t_next, m_b, last)
     m_carry = (m_next & (st_next == 0))[:, None] & m_j
-    b_fut = (tl.load(p_dhc + o_st, mask=m_carry, other=0.0)
-             + tl.load(p_rdh + (d * s_rdh + o_b * H)[:, None] + o_j[None, :], mask=m_carry,
-                       other=0.0))
-    b_dh = tl.load(p_dy + ((t * B + o_b) * (D * H) + d * H)[:, None] + o_j[None, :], mask=m,
-                   other=0.0).to(tl.float32)
-    b_dh += tl.where(b_last, tl.load(p_dhn + o_st, mask=m & b_last, other=0.0).to(tl.float32),
-                     b_fut)                                                      # ∂L/∂h_t
+    b_dh = incoming_dh(p_dy, p_dhn, p_dhc, p_rdh, s_rdh, d, t, B, D, H, o_b, o_j, o_st, m,
+                       m_carry, last)                                            # ∂L/∂h_t
     if ZONEOUT:
         b_k = tl.load(p_keep + ((d * T + t) * B + o_b)[:, None] * H + o_j[None, :], mask=m,
                       other=0.0)

@@ -61,6 +61,45 @@ def ln_grad(dn, n, rstd, mean_dn, mean_dn_n):
     return rstd[:, None] * (dn - mean_dn[:, None] - n * mean_dn_n[:, None])
 
 
+@triton.jit
+def accumulate(p, o, m, v):
+    """``p[o] += v`` for a block only this program touches."""
+    tl.store(p + o, tl.load(p + o, mask=m, other=0.0) + v, mask=m)
+
+
+@triton.jit
+def next_step_starts(p_starts, d, T, B, o_b, t_next, m_b, last):
+    """``(m_next, st_next)`` [BB]: the rows that have a step after this one, and whether that
+    step starts from the initial state (then nothing crosses between the two)."""
+    m_next = m_b & (last == 0)
+    return m_next, tl.load(p_starts + (d * T + t_next) * B + o_b, mask=m_next, other=0) != 0
+
+
+@triton.jit
+def hand_on(p_state, p_init, o_st, m_next, st_next, b_new, m_j):
+    """Forward: the state the next step begins from, in place (this program owns its rows'
+    state, and the step's recurrent GEMM read it before the launch): the initial state where
+    that step starts afresh, else ``b_new``."""
+    m2 = m_next[:, None] & m_j
+    b_init = tl.load(p_init + o_st, mask=m2 & st_next[:, None], other=0.0).to(tl.float32)
+    tl.store(p_state + o_st, tl.where(st_next[:, None], b_init, b_new), mask=m2)
+
+
+@triton.jit
+def incoming_dh(p_dy, p_dhn, p_dhc, p_rdh, s_rdh, d, t, B, D, H, o_b, o_j, o_st, m, m_carry,
+                last):
+    """Backward: ``∂L/∂h_t = dy[t] + (last ? dh_n : dh_carry + rec_dh)`` [BB, HP], the carry
+    (zoneout/direct part and ``dg_hid(s + 1) @ W_hh``) only where ``m_carry``."""
+    b_fut = (tl.load(p_dhc + o_st, mask=m_carry, other=0.0)
+             + tl.load(p_rdh + (d * s_rdh + o_b * H)[:, None] + o_j[None, :], mask=m_carry,
+                       other=0.0))
+    b_dh = tl.load(p_dy + ((t * B + o_b) * (D * H) + d * H)[:, None] + o_j[None, :], mask=m,
+                   other=0.0).to(tl.float32)
+    b_last = last[:, None]
+    return b_dh + tl.where(b_last, tl.load(p_dhn + o_st, mask=m & b_last,
+                                           other=0.0).to(tl.float32), b_fut)
+
+
 def block_rows(HP):
     """Rows per program: 16 (the classic family's batch tile) while a [BB, HP] block stays
     within 2048 elements (about a dozen such blocks are live at once), fewer for wide H."""
