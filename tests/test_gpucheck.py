@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from fusedrnn import benchmark
 from fusedrnn.gpucheck import plan, report
@@ -102,14 +103,18 @@ def test_the_plan_covers_the_matrix_the_issue_asks_for():
     tiled = [it for it in classic if it["shape"]["H"] == 32]
     assert len(tiled) == 5 * 3 * 2 * 2 and {it["backend"] for it in tiled} == {"triton-persistent"}
     # the variants (issue 14): LayerNorm cells in every dtype, zoneout+resets in bf16, on
-    # triton-step at H=256 and on triton-persistent's batch-tiled form at H=32
+    # triton-step at H=256 and on triton-persistent at H=256 (hidden-split form) and at
+    # VARIANT_TILED_H (batch-tiled form)
     variants = [it for it in items if it["kind"] == "parity" and it["cell"] in plan.VARIANT_CELLS]
     assert {(it["backend"], it["shape"]["H"]) for it in variants} == {
-        ("triton-step", 256), ("triton-persistent", plan.VARIANT_TILED_H)}
+        ("triton-step", 256), ("triton-persistent", 256),
+        ("triton-persistent", plan.VARIANT_TILED_H)}
+    from fusedrnn.backends.triton_persistent import variant_batch_tiled_fits
+    assert not any(variant_batch_tiled_fits(m, 256, torch.bfloat16) for m in ("LSTM", "GRU"))
     from fusedrnn.kernels.triton.variants import gru_persistent, lstm_persistent, rnn_persistent
     assert plan.VARIANT_TILED_H <= min(min(m.MAX_HIDDEN.values()) for m in (
         lstm_persistent, gru_persistent, rnn_persistent))
-    assert len(variants) == 2 * (2 * 3 * 2 * 2 + 2 * 1 * 2 * 2)
+    assert len(variants) == 3 * (2 * 3 * 2 * 2 + 2 * 1 * 2 * 2)
     limits = [it for it in items if it["kind"] == "limit"]
     assert {(it["form"], it["at"]) for it in limits} == {
         (f, a) for f in ("batch_tiled", "split", "cupy") for a in ("limit", "past")}

@@ -2,7 +2,8 @@
 resets) — the batch-tiled persistent kernels of ``kernels/triton/variants/<cell>_persistent``
 — against the float64 oracle, the composite layer (the "torch" backend's form): outputs, h_n,
 c_n and every gradient (gains included), through the variant op and autograd; and the
-over-limit refusal.
+projection refusal. Past ``MAX_HIDDEN`` the hidden-split form runs instead
+(``test_triton_variants_persistent_split.py``).
 
 Without a GPU the kernels run in the Triton interpreter (conftest sets TRITON_INTERPRET=1):
 tiny, odd sizes only. The problem builder and the oracle are the step family's test's.
@@ -130,25 +131,6 @@ def test_largest_supported_hidden_size(mode, layer_norm):
     H = _module(mode).MAX_HIDDEN[dot_key(torch.float32)]
     check(_cfg(mode, layer_norm, resets=True, zoneout=True), T=2, B=2, In=3, H=H,
           lengths=[2, 1], resets=[[0, 0], [1, 0]], keep="fraction", seed=12)
-
-
-@pytest.mark.parametrize("mode,layer_norm", CELLS, ids=IDS)
-def test_over_limit_is_refused(mode, layer_norm):
-    """Refused past MAX_HIDDEN with a ValueError naming the limit and the hidden-split form;
-    the same limit under the interpreter as on a GPU."""
-    from fusedrnn.backends import registry
-    from fusedrnn.kernels.triton.persistent_common import dot_key
-
-    limit = _module(mode).MAX_HIDDEN[dot_key(torch.float32)]
-    x = torch.zeros(1, 1, 1, device=DEVICE)
-    for H, refused in [(limit, False), (limit + 1, True)]:
-        cfg = _cfg(mode, layer_norm, zoneout=not layer_norm)
-        weights = _problem(cfg, 1, 1, 1, H, None, None, None, 0)[4]
-        if not refused:
-            assert registry.resolve(BACKEND, cfg, x, weights) is not None
-            continue
-        with pytest.raises(ValueError, match=f"exceeds {limit}.*hidden-split"):
-            registry.resolve(BACKEND, cfg, x, weights)
 
 
 def test_projection_is_refused():

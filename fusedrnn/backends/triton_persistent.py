@@ -10,11 +10,12 @@ sequence, in one of two forms:
   assumed when choosing, so the limit is ``H ≤ SLICE_WIDTH × SMs / D`` — 4224 for one
   direction on a 132-SM H200; the launch checks the exact occupancy).
 
-Variants (LayerNorm, resets, zoneout; ``cfg.is_variant``) run only in the batch-tiled form,
-``kernels/triton/variants/<cell>_persistent`` driven by the shared host
-:mod:`.triton_variant`, while ``H ≤ MAX_HIDDEN`` of that module; wider layers are refused (the
-hidden-split form has no variant kernels: LayerNorm would need cross-program row statistics
-every step).
+Variants (LayerNorm, resets, zoneout; ``cfg.is_variant``) have both forms too, in
+``kernels/triton/variants/`` and driven by the shared host :mod:`.triton_variant`: batch-tiled
+(``<cell>_persistent``) while ``H ≤ MAX_HIDDEN`` of that module, else hidden-split
+(``<cell>_persistent_split``: per step the recurrent product by hidden slice, a barrier, then
+whole rows per program so the LayerNorm statistics stay in-register reductions, a barrier), with
+the classic split form's co-residency limit.
 
 Everything around the kernels — input projection, workspace and gradient layouts, the GEMMs
 after the loop, h_n/c_n — is shared with ``"triton-step"``; only the kernels differ.
@@ -74,38 +75,48 @@ class TritonPersistentBackend(TritonStepBackend):
         return _dispatching_module(mode)
 
     def _variant_kernels(self, mode):
-        """Variants run only in the batch-tiled form (``kernels/triton/variants/
-        <cell>_persistent.py``), driven by the shared host :mod:`.triton_variant`."""
-        from .triton_variant import variant_kernels
-
-        return variant_kernels(mode, "persistent")
+        return _dispatching_variant_module(mode)
 
     def unsupported_reason(self, cfg, x, weights):
         reason = super().unsupported_reason(cfg, x, weights)
         if reason is not None:
             return reason
         H, Hr = cfg.hidden_sizes(weights)
-        if cfg.is_variant:
-            return variant_limit_reason(cfg, H, x.dtype)
-        if batch_tiled_fits(cfg.mode, H, x.dtype, cfg.has_proj) or x.device.type != "cuda":
+        tiled = variant_batch_tiled_fits(cfg.mode, H, x.dtype) if cfg.is_variant \
+            else batch_tiled_fits(cfg.mode, H, x.dtype, cfg.has_proj)
+        if tiled or x.device.type != "cuda":
             return None        # the interpreter runs the split form as one program per direction
         sms = torch.cuda.get_device_properties(x.device).multi_processor_count
         return split_form_limit_reason(H, Hr, cfg.directions, sms)
 
 
-def variant_limit_reason(cfg, H, dtype):
-    """Why the batch-tiled variant kernels cannot run this layer, or None. The same limit on
-    the GPU and under the interpreter (limits must not depend on where the code runs)."""
+def variant_batch_tiled_fits(mode, H, dtype):
+    """Whether the batch-tiled variant kernels run this layer (else the hidden-split ones do):
+    ``H ≤ MAX_HIDDEN`` of ``variants/<cell>_persistent``, the same on a GPU and under the
+    interpreter (the form must not depend on where the code runs)."""
     from ..kernels.triton.persistent_common import dot_key
     from .triton_variant import variant_kernels
 
-    limit = variant_kernels(cfg.mode, "persistent").MAX_HIDDEN[dot_key(dtype)]
-    if H <= limit:
-        return None
-    return (f"hidden size {H} exceeds {limit}, the largest the batch-tiled variant kernels "
-            f"(LayerNorm, resets, zoneout) hold in registers for {cfg.mode} in {dot_key(dtype)}; "
-            "the hidden-split form has no variant kernels (LayerNorm would need cross-program "
-            "row statistics every step); use backend='triton-step' or 'torch'")
+    return H <= variant_kernels(mode, "persistent").MAX_HIDDEN[dot_key(dtype)]
+
+
+def _dispatching_variant_module(mode):
+    """The variant launcher interface (``variants/layout``) sending each call to the form that
+    fits, decided from ``W_hh``'s shape and dtype."""
+    from .triton_variant import variant_kernels
+
+    tiled, split = variant_kernels(mode, "persistent"), variant_kernels(mode, "persistent_split")
+
+    def pick(w_hh):
+        return tiled if variant_batch_tiled_fits(mode, w_hh.shape[2], w_hh.dtype) else split
+
+    def forward(xproj, w_hh, *rest):
+        return pick(w_hh).forward(xproj, w_hh, *rest)
+
+    def backward(dy, dh_n, dc_n, w_hh, *rest):
+        return pick(w_hh).backward(dy, dh_n, dc_n, w_hh, *rest)
+
+    return SimpleNamespace(GATES=tiled.GATES, forward=forward, backward=backward)
 
 
 def split_form_limit_reason(H, Hr, directions, sms):

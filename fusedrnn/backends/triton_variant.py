@@ -15,7 +15,7 @@ H hidden units, G gates (LSTM 4, GRU 3, RNN 1).
                       dh0   = dh0_direct + (Σ_t starts ⊙ dg_hid) W_hh
 
 Kernel modules: :func:`variant_kernels` finds ``kernels/triton/variants/<cell>_<family>.py``
-(cell ``lstm``, ``gru``, ``rnn``); the RNN module serves RNN_TANH and RNN_RELU through its
+(cell ``lstm``, ``gru``, ``rnn``; family ``step``, ``persistent``, ``persistent_split``); the RNN module serves RNN_TANH and RNN_RELU through its
 ``TANH`` / ``RELU`` attributes (objects with the module's ``forward`` / ``backward``
 launchers, the activation switched by each), as the classic ``rnn_step`` does.
 """
@@ -30,16 +30,20 @@ _CELL = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn", "RNN_RELU": "rnn"}
 
 
 def variant_kernels(mode, family):
-    """The launcher module of ``mode`` in ``family`` (``"step"``, ``"persistent"``), imported on
-    first use: Triton modules must be imported after TRITON_INTERPRET is set. Plain imports (not
-    importlib, which torch.compile refuses to trace: the persistent backend's limit check calls
-    this while the graph is traced)."""
-    from ..kernels.triton.variants import (gru_persistent, gru_step, lstm_persistent, lstm_step,
-                                           rnn_persistent, rnn_step)
+    """The launcher module of ``mode`` in ``family`` (``"step"``, ``"persistent"`` (batch-tiled),
+    ``"persistent_split"`` (hidden-split)), imported on first use: Triton modules must be
+    imported after TRITON_INTERPRET is set. Plain imports (not importlib, which torch.compile
+    refuses to trace: the persistent backend's limit check calls this while the graph is
+    traced)."""
+    from ..kernels.triton.variants import (gru_persistent, gru_persistent_split, gru_step,
+                                           lstm_persistent, lstm_persistent_split, lstm_step,
+                                           rnn_persistent, rnn_persistent_split, rnn_step)
 
     module = {"step": {"lstm": lstm_step, "gru": gru_step, "rnn": rnn_step},
               "persistent": {"lstm": lstm_persistent, "gru": gru_persistent,
-                             "rnn": rnn_persistent}}[family][_CELL[mode]]
+                             "rnn": rnn_persistent},
+              "persistent_split": {"lstm": lstm_persistent_split, "gru": gru_persistent_split,
+                                   "rnn": rnn_persistent_split}}[family][_CELL[mode]]
     if mode == "RNN_TANH":
         return module.TANH
     if mode == "RNN_RELU":

@@ -24,9 +24,9 @@ MODE = {"lstm": "LSTM", "lstm_proj": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH
         "gru_zr": "GRU"}
 # The cell variants of issue 14, on the Triton backends only (the CuPy ones have no variant
 # kernels): LayerNorm LSTM/GRU, and LSTM/GRU with zoneout (eval mode: the expectation mask, so
-# the CPU oracle and the GPU see the same mask) and resets ("_zr"). The batch-tiled persistent
-# form is the only persistent one with variant kernels, so triton-persistent checks them at
-# the small width only (VARIANT_TILED_H).
+# the CPU oracle and the GPU see the same mask) and resets ("_zr"). triton-persistent checks
+# both of its variant forms: hidden-split at the matrix's width (H=256 is past the batch-tiled
+# variant kernels' limit) and batch-tiled at the small width (VARIANT_TILED_H).
 VARIANT_CELLS = ("ln_lstm", "ln_gru", "lstm_zr", "gru_zr")
 # The width the batch-tiled variant kernels fit in every dtype (the smallest of their
 # MAX_HIDDEN tables; tests/test_gpucheck.py checks it against the tables).
@@ -99,12 +99,12 @@ def correctness_matrix(dry_run):
                         for backend in backends:
                             if cell == "lstm_proj" and backend == "cupy-persistent":
                                 continue
-                            # Variants: triton-step at the first width, and the batch-tiled
-                            # persistent variant kernels at the width every dtype fits; the
-                            # classic cells not at that extra width.
+                            # Variants: the Triton backends only, at the first width (on
+                            # triton-persistent: the split form) and at the variants' extra
+                            # width (its batch-tiled form); the classic cells not at that one.
                             tiled_variant_width = shape["H"] == VARIANT_TILED_H and not dry_run
-                            if variant and (backend not in TRITON or (
-                                    backend == "triton-persistent" and shape["H"] > VARIANT_TILED_H)):
+                            if variant and (backend not in TRITON or
+                                            shape["H"] not in (sizes[0][0]["H"], VARIANT_TILED_H)):
                                 continue
                             if not variant and tiled_variant_width:
                                 continue

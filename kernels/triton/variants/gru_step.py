@@ -32,8 +32,9 @@ from .step_common import (accumulate, block_rows, hand_on, incoming_dh, ln_grad,
 GATES = 3
 
 
-@triton.jit(do_not_specialize=["s", "n_active"])
-def gru_variant_fwd_kernel(
+@triton.jit
+def gru_variant_fwd_rows(
+    b_tile, d,                              # row tile, direction
     p_rec, s_rec,                           # [D, n, 3H] fp32, direction stride
     p_xproj, p_bhh, p_lnhh,                 # [T, B, D*3H]; [D, 3H]; [D, 3H]
     p_hs, p_h0, p_starts, p_keep,           # carried [D, B, H] fp32; h0; [D, T, B] u8; keep
@@ -42,7 +43,7 @@ def gru_variant_fwd_kernel(
     EPS: tl.constexpr, BB: tl.constexpr, HP: tl.constexpr,
 ):
     d, o_b, m_b, t, _, t_next, last, o_j, m = row_tile(
-        tl.program_id(0), tl.program_id(1), s, p_len, n_active, H, BB, HP)
+        b_tile, d, s, p_len, n_active, H, BB, HP)
     N = 3 * H
     m_j = (o_j < H)[None, :]
     o_r = (d * s_rec + o_b * N)[:, None] + o_j[None, :]
@@ -95,8 +96,9 @@ def gru_variant_fwd_kernel(
     hand_on(p_hs, p_h0, o_st, m_next, st_next, b_h, m_j)
 
 
-@triton.jit(do_not_specialize=["s", "n_active"])
-def gru_variant_bwd_kernel(
+@triton.jit
+def gru_variant_bwd_rows(
+    b_tile, d,                              # row tile, direction
     p_rdh, s_rdh,                           # dg_hid(s + 1) @ W_hh, [D, n', H] fp32
     p_dy, p_dhn, p_ws, p_y, p_h0, p_lnhh,   # [T, B, D*H]; [D, B, H]; ws; y; h0; [D, 3H]
     p_starts, p_keep,                       # [D, T, B] u8; [D, T, B, H] fp32
@@ -107,7 +109,7 @@ def gru_variant_bwd_kernel(
     LAYER_NORM: tl.constexpr, ZONEOUT: tl.constexpr, BB: tl.constexpr, HP: tl.constexpr,
 ):
     d, o_b, m_b, t, t_prev, t_next, last, o_j, m = row_tile(
-        tl.program_id(0), tl.program_id(1), s, p_len, n_active, H, BB, HP)
+        b_tile, d, s, p_len, n_active, H, BB, HP)
     N = 3 * H
     m_j = (o_j < H)[None, :]
     o_st = (d * B + o_b)[:, None] * H + o_j[None, :]
@@ -172,6 +174,32 @@ def gru_variant_bwd_kernel(
     tl.store(p_dgs + o_a, da_r, mask=m)
     tl.store(p_dgs + o_a + H, da_z, mask=m)
     tl.store(p_dgs + o_a + 2 * H, da_hn, mask=m)
+
+
+@triton.jit(do_not_specialize=["s", "n_active"])
+def gru_variant_fwd_kernel(
+    p_rec, s_rec, p_xproj, p_bhh, p_lnhh, p_hs, p_h0, p_starts, p_keep, p_y, p_ws, p_len, s,
+    n_active, T, B, H, D, W, HAS_BIAS: tl.constexpr, LAYER_NORM: tl.constexpr,
+    ZONEOUT: tl.constexpr, EPS: tl.constexpr, BB: tl.constexpr, HP: tl.constexpr,
+):
+    """Grid (row tiles, D): one program per tile of ``gru_variant_fwd_rows``."""
+    gru_variant_fwd_rows(
+        tl.program_id(0), tl.program_id(1), p_rec, s_rec, p_xproj, p_bhh,
+        p_lnhh, p_hs, p_h0, p_starts, p_keep, p_y, p_ws, p_len, s, n_active, T, B, H, D, W,
+        HAS_BIAS, LAYER_NORM, ZONEOUT, EPS, BB, HP)
+
+
+@triton.jit(do_not_specialize=["s", "n_active"])
+def gru_variant_bwd_kernel(
+    p_rdh, s_rdh, p_dy, p_dhn, p_ws, p_y, p_h0, p_lnhh, p_starts, p_keep, p_dhc, p_dh0, p_dgin,
+    p_dghid, p_dgs, p_dbhh, p_dgain, p_len, s, n_active, T, B, H, D, W,
+    LAYER_NORM: tl.constexpr, ZONEOUT: tl.constexpr, BB: tl.constexpr, HP: tl.constexpr,
+):
+    """Grid (row tiles, D): one program per tile of ``gru_variant_bwd_rows``."""
+    gru_variant_bwd_rows(
+        tl.program_id(0), tl.program_id(1), p_rdh, s_rdh, p_dy, p_dhn, p_ws,
+        p_y, p_h0, p_lnhh, p_starts, p_keep, p_dhc, p_dh0, p_dgin, p_dghid, p_dgs, p_dbhh,
+        p_dgain, p_len, s, n_active, T, B, H, D, W, LAYER_NORM, ZONEOUT, BB, HP)
 
 
 def forward(xproj, w_hh, b_hh, ln, h0, c0, starts, keep, lens, n_active, y, ws):

@@ -63,3 +63,11 @@ def columns(mode, layer_norm, H):
             c.update({"n_hh": 4 * H, "rstd_hh": 7 * H, "W": 7 * H + 1})
         return c
     return {"h_new": 0, "W": H}
+
+
+def lstm_ln_operands(ln, dummy):
+    """The LSTM kernels' three LayerNorm pointers ``(ln_hh, ln_cell_w, ln_cell_b)``, or
+    ``dummy`` three times without LayerNorm (never read then)."""
+    if ln is None:
+        return dummy, dummy, dummy
+    return ln["ln_hh"], ln["ln_cell_w"], ln["ln_cell_b"]

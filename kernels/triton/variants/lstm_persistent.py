@@ -303,12 +303,6 @@ def lstm_variant_persistent_bwd_kernel(
 
 # ---------------------------------------------------------------------------------- launchers
 
-def _ln_operands(ln, dummy):
-    if ln is None:
-        return dummy, dummy, dummy
-    return ln["ln_hh"], ln["ln_cell_w"], ln["ln_cell_b"]
-
-
 def forward(xproj, w_hh, b_hh, ln, h0, c0, starts, keep, lens, n_active, y, ws):
     """See ``layout``. ``b_hh`` is unused (the LSTM's is in xproj). One launch."""
     T, B = xproj.shape[:2]
@@ -318,7 +312,8 @@ def forward(xproj, w_hh, b_hh, ln, h0, c0, starts, keep, lens, n_active, y, ws):
     dot_fp32, precision = dot_mode(w_hh.dtype)
     if B:
         lstm_variant_persistent_fwd_kernel[(triton.cdiv(B, BB), D)](
-            xproj, w_hh, *_ln_operands(ln, xproj), h0, c0, starts.to(torch.uint8).contiguous(),
+            xproj, w_hh, *layout.lstm_ln_operands(ln, xproj), h0, c0,
+            starts.to(torch.uint8).contiguous(),
             keep if keep is not None else xproj, y, ws, lens, T, B, H, D, W,
             LAYER_NORM=ln is not None, ZONEOUT=keep is not None, EPS=layout.LN_EPS,
             HP=padded_hidden(H), BB=BB, DOT_FP32=dot_fp32, PRECISION=precision,
@@ -346,7 +341,7 @@ def backward(dy, dh_n, dc_n, w_hh, b_hh, ln, ws, y, h0, c0, starts, keep, lens, 
         dc_n = zeros(D, B, H)
     if B:
         lstm_variant_persistent_bwd_kernel[(triton.cdiv(B, BB), D)](
-            dy, dh_n, dc_n, w_hh, ws, *_ln_operands(ln, dh0), c0,
+            dy, dh_n, dc_n, w_hh, ws, *layout.lstm_ln_operands(ln, dh0), c0,
             starts.to(torch.uint8).contiguous(), keep if keep is not None else dh0,
             dg_in, dg_hid, dh0, dc0, dgain, dgc, dbc, lens, T, B, H, D, W,
             LAYER_NORM=has_ln, ZONEOUT=keep is not None,

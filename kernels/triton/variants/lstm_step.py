@@ -43,8 +43,9 @@ from .step_common import (accumulate, block_rows, hand_on, incoming_dh, ln_grad,
 GATES = 4
 
 
-@triton.jit(do_not_specialize=["s", "n_active"])
-def lstm_variant_fwd_kernel(
+@triton.jit
+def lstm_variant_fwd_rows(
+    b_tile, d,                              # row tile, direction
     p_rec, s_rec,                           # [D, n, 4H] fp32, direction stride
     p_xproj, p_lnhh, p_lncw, p_lncb,        # [T, B, D*4H]; [D, 4H]; [D, H]; [D, H]
     p_hs, p_cs, p_h0, p_c0,                 # carried state [D, B, H] fp32; h0, c0 [D, B, H]
@@ -54,7 +55,7 @@ def lstm_variant_fwd_kernel(
     BB: tl.constexpr, HP: tl.constexpr,
 ):
     d, o_b, m_b, t, _, t_next, last, o_j, m = row_tile(
-        tl.program_id(0), tl.program_id(1), s, p_len, n_active, H, BB, HP)
+        b_tile, d, s, p_len, n_active, H, BB, HP)
     N = 4 * H
     m_j = (o_j < H)[None, :]                                                     # [1, HP]
     o_r = (d * s_rec + o_b * N)[:, None] + o_j[None, :]                          # [BB, HP]
@@ -129,8 +130,9 @@ def lstm_variant_fwd_kernel(
     hand_on(p_cs, p_c0, o_st, m_next, st_next, b_c, m_j)
 
 
-@triton.jit(do_not_specialize=["s", "n_active"])
-def lstm_variant_bwd_kernel(
+@triton.jit
+def lstm_variant_bwd_rows(
+    b_tile, d,                              # row tile, direction
     p_rdh, s_rdh,                           # dg_hid(s + 1) @ W_hh, [D, n', H] fp32, d stride
     p_dy, p_dhn, p_dcn,                     # [T, B, D*H]; [D, B, H]; [D, B, H]
     p_ws, p_lnhh, p_lncw, p_lncb, p_c0,     # [D, T, B, W]; [D, 4H]; [D, H]; [D, H]; [D, B, H]
@@ -143,7 +145,7 @@ def lstm_variant_bwd_kernel(
     BB: tl.constexpr, HP: tl.constexpr,
 ):
     d, o_b, m_b, t, t_prev, t_next, last, o_j, m = row_tile(
-        tl.program_id(0), tl.program_id(1), s, p_len, n_active, H, BB, HP)
+        b_tile, d, s, p_len, n_active, H, BB, HP)
     N = 4 * H
     m_j = (o_j < H)[None, :]
     o_st = (d * B + o_b)[:, None] * H + o_j[None, :]                             # [BB, HP]
@@ -246,10 +248,32 @@ def lstm_variant_bwd_kernel(
     tl.store(p_dgs + o_s + 3 * H, da_o, mask=m)
 
 
-def _ln_operands(ln, dummy):
-    if ln is None:
-        return dummy, dummy, dummy
-    return ln["ln_hh"], ln["ln_cell_w"], ln["ln_cell_b"]
+@triton.jit(do_not_specialize=["s", "n_active"])
+def lstm_variant_fwd_kernel(
+    p_rec, s_rec, p_xproj, p_lnhh, p_lncw, p_lncb, p_hs, p_cs, p_h0, p_c0, p_starts, p_keep,
+    p_y, p_ws, p_len, s, n_active, T, B, H, D, W, LAYER_NORM: tl.constexpr,
+    ZONEOUT: tl.constexpr, EPS: tl.constexpr, BB: tl.constexpr, HP: tl.constexpr,
+):
+    """Grid (row tiles, D): one program per tile of ``lstm_variant_fwd_rows``."""
+    lstm_variant_fwd_rows(
+        tl.program_id(0), tl.program_id(1), p_rec, s_rec, p_xproj, p_lnhh,
+        p_lncw, p_lncb, p_hs, p_cs, p_h0, p_c0, p_starts, p_keep, p_y, p_ws, p_len, s,
+        n_active, T, B, H, D, W, LAYER_NORM, ZONEOUT, EPS, BB, HP)
+
+
+@triton.jit(do_not_specialize=["s", "n_active"])
+def lstm_variant_bwd_kernel(
+    p_rdh, s_rdh, p_dy, p_dhn, p_dcn, p_ws, p_lnhh, p_lncw, p_lncb, p_c0, p_starts, p_keep,
+    p_dhc, p_dcc, p_dh0, p_dc0, p_dgin, p_dghid, p_dgs, p_dgain, p_dgc, p_dbc, p_len, s,
+    n_active, T, B, H, D, W, LAYER_NORM: tl.constexpr, ZONEOUT: tl.constexpr, BB: tl.constexpr,
+    HP: tl.constexpr,
+):
+    """Grid (row tiles, D): one program per tile of ``lstm_variant_bwd_rows``."""
+    lstm_variant_bwd_rows(
+        tl.program_id(0), tl.program_id(1), p_rdh, s_rdh, p_dy, p_dhn, p_dcn,
+        p_ws, p_lnhh, p_lncw, p_lncb, p_c0, p_starts, p_keep, p_dhc, p_dcc, p_dh0, p_dc0,
+        p_dgin, p_dghid, p_dgs, p_dgain, p_dgc, p_dbc, p_len, s, n_active, T, B, H, D, W,
+        LAYER_NORM, ZONEOUT, BB, HP)
 
 
 def _blocks(H):
@@ -268,7 +292,7 @@ def forward(xproj, w_hh, b_hh, ln, h0, c0, starts, keep, lens, n_active, y, ws):
     hs = h0.float().clone()                                                      # carried h
     cs = c0.float().clone()                                                      # carried c
     st8 = starts.to(torch.uint8).contiguous()
-    lncw = _ln_operands(ln, xproj)
+    lncw = layout.lstm_ln_operands(ln, xproj)
     keep_p = keep if keep is not None else xproj
     for s in range(T):
         n = n_active[s]
@@ -301,7 +325,7 @@ def backward(dy, dh_n, dc_n, w_hh, b_hh, ln, ws, y, h0, c0, starts, keep, lens, 
         dc_n = zeros(D, B, H)
     w32 = w_hh.float()
     st8 = starts.to(torch.uint8).contiguous()
-    lncw = _ln_operands(ln, dg_step)
+    lncw = layout.lstm_ln_operands(ln, dg_step)
     keep_p = keep if keep is not None else dg_step
     rec, s_rec = dg_step, 0                         # no step after the last: never read
     for s in range(T - 1, -1, -1):

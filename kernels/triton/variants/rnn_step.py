@@ -29,8 +29,9 @@ from .step_common import block_rows, hand_on, incoming_dh, next_step_starts, row
 GATES = 1
 
 
-@triton.jit(do_not_specialize=["s", "n_active"])
-def rnn_variant_fwd_kernel(
+@triton.jit
+def rnn_variant_fwd_rows(
+    b_tile, d,                              # row tile, direction
     p_rec, s_rec,                           # [D, n, H] fp32, direction stride
     p_xproj, p_hs, p_h0,                    # [T, B, D*H]; carried state [D, B, H] fp32; h0
     p_starts, p_keep,                       # [D, T, B] uint8; [D, T, B, H] fp32
@@ -38,7 +39,7 @@ def rnn_variant_fwd_kernel(
     RELU: tl.constexpr, ZONEOUT: tl.constexpr, BB: tl.constexpr, HP: tl.constexpr,
 ):
     d, o_b, m_b, t, _, t_next, last, o_j, m = row_tile(
-        tl.program_id(0), tl.program_id(1), s, p_len, n_active, H, BB, HP)
+        b_tile, d, s, p_len, n_active, H, BB, HP)
     a = (tl.load(p_rec + (d * s_rec + o_b * H)[:, None] + o_j[None, :], mask=m, other=0.0)
          + tl.load(p_xproj + ((t * B + o_b) * (D * H) + d * H)[:, None] + o_j[None, :], mask=m,
                    other=0.0).to(tl.float32))
@@ -56,8 +57,9 @@ def rnn_variant_fwd_kernel(
     hand_on(p_hs, p_h0, o_st, m_next, st_next, b_h, (o_j < H)[None, :])
 
 
-@triton.jit(do_not_specialize=["s", "n_active"])
-def rnn_variant_bwd_kernel(
+@triton.jit
+def rnn_variant_bwd_rows(
+    b_tile, d,                              # row tile, direction
     p_rdh, s_rdh,                           # dg(s + 1) @ W_hh, [D, n', H] fp32, d stride
     p_dy, p_dhn, p_ws, p_starts, p_keep,    # [T, B, D*H]; [D, B, H]; [D, T, B, H]; ...
     p_dhc, p_dh0,                           # carry and h0 gradient, [D, B, H] fp32
@@ -66,7 +68,7 @@ def rnn_variant_bwd_kernel(
     RELU: tl.constexpr, ZONEOUT: tl.constexpr, BB: tl.constexpr, HP: tl.constexpr,
 ):
     d, o_b, m_b, t, _, t_next, last, o_j, m = row_tile(
-        tl.program_id(0), tl.program_id(1), s, p_len, n_active, H, BB, HP)
+        b_tile, d, s, p_len, n_active, H, BB, HP)
     m_j = (o_j < H)[None, :]
     o_st = (d * B + o_b)[:, None] * H + o_j[None, :]
     m_next, st_next = next_step_starts(p_starts, d, T, B, o_b, t_next, m_b, last)
@@ -86,6 +88,30 @@ def rnn_variant_bwd_kernel(
     b_dg = tl.where(b_h > 0.0, b_dh, 0.0) if RELU else b_dh * (1.0 - b_h * b_h)
     tl.store(p_dg + (((d * T + t) * B + o_b) * H)[:, None] + o_j[None, :], b_dg, mask=m)
     tl.store(p_dgs + o_st, b_dg, mask=m)
+
+
+@triton.jit(do_not_specialize=["s", "n_active"])
+def rnn_variant_fwd_kernel(
+    p_rec, s_rec, p_xproj, p_hs, p_h0, p_starts, p_keep, p_y, p_ws, p_len, s, n_active, T, B,
+    H, D, RELU: tl.constexpr, ZONEOUT: tl.constexpr, BB: tl.constexpr, HP: tl.constexpr,
+):
+    """Grid (row tiles, D): one program per tile of ``rnn_variant_fwd_rows``."""
+    rnn_variant_fwd_rows(
+        tl.program_id(0), tl.program_id(1), p_rec, s_rec, p_xproj, p_hs, p_h0,
+        p_starts, p_keep, p_y, p_ws, p_len, s, n_active, T, B, H, D, RELU, ZONEOUT, BB, HP)
+
+
+@triton.jit(do_not_specialize=["s", "n_active"])
+def rnn_variant_bwd_kernel(
+    p_rdh, s_rdh, p_dy, p_dhn, p_ws, p_starts, p_keep, p_dhc, p_dh0, p_dg, p_dgs, p_len, s,
+    n_active, T, B, H, D, RELU: tl.constexpr, ZONEOUT: tl.constexpr, BB: tl.constexpr,
+    HP: tl.constexpr,
+):
+    """Grid (row tiles, D): one program per tile of ``rnn_variant_bwd_rows``."""
+    rnn_variant_bwd_rows(
+        tl.program_id(0), tl.program_id(1), p_rdh, s_rdh, p_dy, p_dhn, p_ws,
+        p_starts, p_keep, p_dhc, p_dh0, p_dg, p_dgs, p_len, s, n_active, T, B, H, D, RELU,
+        ZONEOUT, BB, HP)
 
 
 def _forward(relu, xproj, w_hh, b_hh, ln, h0, c0, starts, keep, lens, n_active, y, ws):
