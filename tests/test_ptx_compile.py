@@ -92,3 +92,18 @@ def test_a_failing_compile_is_reported_in_its_row_not_hidden():
     if os.environ.get("TRITON_INTERPRET") == "1":
         with pytest.raises(RuntimeError, match="not a JITFunction"):
             aot_compile.compile_one(good)
+
+
+def test_a_spec_that_leaves_out_a_constexpr_is_refused():
+    """Left out, a constexpr would compile as a runtime i32 argument: another kernel than the
+    launch runs, whose registers would be reported as if they were its. compile_one refuses it
+    with the missing name (measured once: a split variant spec without PHASES compiled, and
+    reported 56 bytes of stack its real kernel does not have)."""
+    import dataclasses
+
+    good = aot_compile.specializations(["fp16"], families=("step",))[-1]      # rnn_step_bwd
+    missing = dataclasses.replace(good, constexprs=tuple(
+        (k, v) for k, v in good.constexprs if k != "RELU"),
+        signature=tuple((k, "i32" if k == "RELU" else v) for k, v in good.signature))
+    (row,) = aot_compile.compile_all([missing], jobs=1)
+    assert "error" in row and "missing ['RELU']" in row["error"], row

@@ -62,6 +62,28 @@ def test_half_precision(mode, layer_norm, dtype, split_form):
           dtype=dtype)
 
 
+@pytest.fixture
+def several_programs(split_form, monkeypatch):
+    """The split form with several programs per direction under the interpreter too: slices of
+    16 units, one launch per phase of each step (``variants/split_common.
+    INTERPRETER_SLICE_WIDTH``). No effect on CUDA, where the real form runs."""
+    from fusedrnn.kernels.triton.variants import split_common
+
+    monkeypatch.setattr(split_common, "INTERPRETER_SLICE_WIDTH", 16)
+
+
+@pytest.mark.parametrize("mode,layer_norm", CELLS, ids=IDS)
+def test_several_programs_per_direction(mode, layer_norm, several_programs):
+    """H = 37: three slices (16, 16 and a partial 5) of the recurrent product; 35 rows in three
+    row tiles (BB = 16 at HP = 64) strided over the three programs, the active rows shrinking
+    (variable length) so the last tiles empty first; resets, zoneout, both directions."""
+    B = 35
+    lengths = [4] * 9 + [3] * 12 + [2] * 10 + [1] * 4
+    resets = [[(b + t) % 5 == 0 for b in range(B)] for t in range(4)]
+    check(_cfg(mode, layer_norm, bidirectional=True, resets=True, zoneout=True), T=4, B=B,
+          In=3, H=37, lengths=lengths, resets=resets, keep="fraction", seed=13)
+
+
 @pytest.mark.parametrize("mode,layer_norm", CELLS, ids=IDS)
 def test_one_past_the_batch_tiled_limit_runs_split(mode, layer_norm):
     """No forcing: one unit past ``MAX_HIDDEN`` the hidden-split form takes over (it used to be
@@ -148,3 +170,19 @@ def test_cuda_split_launch_refuses_a_grid_beyond_capacity(monkeypatch):
     m = fusedrnn.LSTM(8, 200, zoneout=0.1, backend="triton-persistent").cuda()   # 7 programs
     with pytest.raises(ValueError, match="needs 7 co-resident programs but this GPU holds 3"):
         m(torch.randn(2, 1, 8, device="cuda"))
+
+
+@pytest.mark.parametrize("backend", ["triton-step", "triton-persistent"])
+def test_a_step_past_int32_row_offsets_is_refused(backend):
+    """The variant row kernels index one step's [B, G*H] recurrent product with int32 row
+    offsets: B * G * H = 2³¹ is refused with a ValueError, one row fewer runs."""
+    from fusedrnn.backends import registry
+    from test_triton_variants_step import _weights
+
+    cfg = _cfg("LSTM", True)
+    weights = _weights(cfg, 1, 512, torch.Generator().manual_seed(0))       # G*H = 2048
+    rows = 2**31 // 2048
+    assert registry.resolve(backend, cfg, torch.empty(1, rows - 1, 1, device=DEVICE),
+                            weights) is not None
+    with pytest.raises(ValueError, match="exceeds int32 offsets in the variant kernels"):
+        registry.resolve(backend, cfg, torch.empty(1, rows, 1, device=DEVICE), weights)

@@ -38,7 +38,7 @@ DTYPES = (("fp32", "fp32-ieee", False), ("bf16", "bf16", True))   # (dtype, dot 
 
 
 def specializations():
-    from fusedrnn.kernels.triton.variants.split_common import row_blocks
+    from fusedrnn.kernels.triton.variants.split_common import BOTH, row_blocks
 
     BB, HP = row_blocks(H)
     specs = []
@@ -50,7 +50,7 @@ def specializations():
                 aot_compile.TORCH_DTYPES[dtype], backward, allow_tf32)
             const = {**switches, "BB": BB, "HP": HP, "BBG": launch_common.BB,
                      "BH": split_common.SLICE_WIDTH, "BK": launch_common.BK, "DOT_FP32": fp32,
-                     "PRECISION": precision}
+                     "PRECISION": precision, "PHASES": BOTH}
             sig = tuple((a, "constexpr" if a in const else INTS.get(a) or
                          ("*fp32" if a in FP32 else f"*{dtype}") if a.startswith("p_") else "i32")
                         for a in fn.arg_names)
@@ -77,12 +77,18 @@ def test_split_variant_kernels_compile_to_sm90_with_the_barrier(rows):
 
 def test_split_variant_kernels_registers_and_stack(rows):
     """sm_90, H = 768 (HP = 1024, row tiles of BB = 2), 8 warps. Measured: the LSTM and GRU
-    kernels sit at 222-255 registers, the RNN's at 64-144; stack (spills) is 0 but for 8 bytes
-    (Triton 3.9: LSTM forward and GRU backward, fp32; Triton 3.6: RNN forward fp32) and 16
-    bytes (Triton 3.6: GRU backward bf16). At 255 registers x 256 threads a program fills an
-    SM's register file, so one program per SM (the co-residency rule assumes no more). A
-    one-row tile (BB = 1) was measured too: the LSTM forward then spills 24 bytes, so BB stays
-    the step family's. Asserted: at most those 16 bytes anywhere."""
+    kernels sit at 219-255 registers, the RNN's at 92-145; stack (spills) is 0 but for 8 bytes
+    (Triton 3.9: LSTM forward fp32; Triton 3.6: LSTM, GRU backward and RNN forward fp32) and
+    16 bytes (Triton 3.9: RNN backward fp32; 3.6: GRU backward bf16). At 255 registers x 256
+    threads a program fills an SM's register file, so one program per SM (the co-residency
+    rule assumes no more). A one-row tile (BB = 1) was measured too: the fp32 LSTM forward then
+    spills 24 bytes, so BB stays the step family's. Asserted: at most those 16 bytes anywhere.
+
+    Wider layers, measured once with Triton 3.9 (not asserted: a speed matter, the results stay
+    exact): at H = 2048 (BB = 1) only the fp32 LSTM forward spills (168 bytes) and the fp32
+    RNN backward (8); at H = 4096 the LSTM forward spills 1048 (bf16) / 1288 (fp32) bytes, its
+    backward 216 / 312, the fp32 GRU 128 / 32, as the row blocks pass 2048 elements
+    (``step_common.block_rows`` floors at one row)."""
     report = "\n".join(f"{r['kernel']}/{r['dtype']}: regs {r['registers']} "
                        f"stack {r['stack_bytes']} ({r['seconds']:.0f} s)" for r in rows)
     print(report)

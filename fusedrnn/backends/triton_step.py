@@ -89,6 +89,11 @@ class TritonStepBackend:
         H, Hr = cfg.hidden_sizes(weights)
         if max(cfg.gates * H * Hr, Hr * H) >= 2**31:
             return f"a recurrent weight with {cfg.gates * H * Hr} elements exceeds int32 offsets"
+        # The variant row kernels index one step's [B, G*H] recurrent product with int32 row
+        # offsets (o_b * G*H).
+        if cfg.is_variant and x.shape[1] * cfg.gates * H >= 2**31:
+            return (f"one step's recurrent product of {x.shape[1]} rows x {cfg.gates * H} "
+                    "exceeds int32 offsets in the variant kernels")
         return None
 
     def workspace_spec(self, cfg, x, hidden_size):

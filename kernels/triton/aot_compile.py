@@ -24,6 +24,7 @@ unset where the kernel modules are imported (``compile_all``'s workers see it un
 import contextlib
 import dataclasses
 import importlib
+import inspect
 import itertools
 import multiprocessing
 import os
@@ -215,6 +216,14 @@ def compile_one(spec):
         raise RuntimeError(f"{spec.kernel} is not a JITFunction (imported with "
                            f"TRITON_INTERPRET=1?): compile in a process without it, e.g. "
                            f"with compile_all")
+    # A constexpr parameter the spec leaves out would compile as a runtime i32 argument: a
+    # different kernel than the launch runs, measured without a word. Refuse it instead.
+    wanted = {name for name, p in inspect.signature(fn.fn).parameters.items()
+              if "constexpr" in str(p.annotation)}
+    if wanted != {name for name, _ in spec.constexprs}:
+        raise ValueError(f"{spec.kernel}: the spec's constexprs differ from the kernel's "
+                         f"(missing {sorted(wanted - dict(spec.constexprs).keys())}, extra "
+                         f"{sorted(dict(spec.constexprs).keys() - wanted)})")
     start = time.perf_counter()
     compiled = triton.compile(ASTSource(fn, dict(spec.signature), dict(spec.constexprs)),
                               target=GPUTarget("cuda", 90, 32), options=dict(spec.options))

@@ -21,69 +21,74 @@ import triton.language as tl
 import triton
 
 from . import layout
-from ..launch_common import BB as BBG, BK, dot_mode
-from ..split_common import active_rows, barrier_state, grid_barrier, launch, \
-    programs_per_direction, slice_width, split_program, steps_with_rows
+from ..split_common import active_rows, barrier_state, grid_barrier, split_program, \
+    steps_with_rows
 from .rnn_step import GATES, rnn_variant_bwd_rows, rnn_variant_fwd_rows
-from .split_common import recurrent_product, recurrent_product_back, row_blocks
+from .split_common import launch, recurrent_product, recurrent_product_back
 
 
 @triton.jit
 def rnn_variant_persistent_split_fwd_kernel(
     p_xproj, p_whh, p_hs, p_h0,                 # [T, B, D*H]; [D, H, H]; carried [D, B, H]; h0
-    p_starts, p_keep, p_rec,                    # [D, T, B] u8; [D, T, B, H]; [D, B, H] fp32
-    p_y, p_ws, p_len, p_nact, p_bar, n_steps, T, B, H, D,
+    p_starts, p_keep,                           # [D, T, B] u8; [D, T, B, H] fp32
+    p_rec, s_rec,                               # [D, B, H] fp32, its direction stride
+    p_y, p_ws, p_len, p_nact, p_bar, n_steps, T, B, H, D, s_begin, s_end,
     RELU: tl.constexpr, ZONEOUT: tl.constexpr,
     BB: tl.constexpr, HP: tl.constexpr, BBG: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
-    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr, PHASES: tl.constexpr,
 ):
     j, d, p_bar, n_programs = split_program(p_bar)
     d = d.to(tl.int64)
     sense = 0
-    for s in range(0, n_steps):
+    for s in range(s_begin, s_end):
         n_act = tl.load(p_nact + s)
-        recurrent_product(p_hs, p_whh, p_rec, d, j, n_act, B, H, 1, BBG, BH, BK, DOT_FP32,
-                          PRECISION)
-        sense = grid_barrier(p_bar, n_programs, sense)
-        for b_tile in range(j, tl.cdiv(n_act, BB), n_programs):
-            rnn_variant_fwd_rows(b_tile, d, p_rec, B * H, p_xproj, p_hs, p_h0, p_starts, p_keep,
-                                 p_y, p_ws, p_len, s, n_act, T, B, H, D, RELU, ZONEOUT, BB, HP)
-        sense = grid_barrier(p_bar, n_programs, sense)
+        if PHASES & 1:
+            recurrent_product(p_hs, p_whh, p_rec, d, j, n_act, B, H, 1, BBG, BH, BK, DOT_FP32,
+                              PRECISION)
+        if PHASES == 3:
+            sense = grid_barrier(p_bar, n_programs, sense)
+        if PHASES & 2:
+            for b_tile in range(j, tl.cdiv(n_act, BB), n_programs):
+                rnn_variant_fwd_rows(
+                    b_tile, d, p_rec, s_rec, p_xproj, p_hs, p_h0, p_starts, p_keep, p_y, p_ws,
+                    p_len, s, n_act, T, B, H, D, RELU, ZONEOUT, BB, HP)
+        if PHASES == 3:
+            sense = grid_barrier(p_bar, n_programs, sense)
 
 
 @triton.jit
 def rnn_variant_persistent_split_bwd_kernel(
     p_dy, p_dhn, p_whh, p_ws,                   # [T, B, D*H]; [D, B, H]; [D, H, H]; ws
-    p_starts, p_keep, p_rdh,                    # [D, T, B] u8; [D, T, B, H]; [D, B, H] fp32
+    p_starts, p_keep,                           # [D, T, B] u8; [D, T, B, H] fp32
+    p_rdh, s_rdh,                               # dg_step @ W_hh [D, B, H] fp32, d stride
     p_dhc, p_dh0, p_dg, p_dgs,                  # [D, B, H] x2; [D, T, B, H]; this step [D, B, H]
-    p_len, p_nact, p_bar, n_steps, T, B, H, D,
+    p_len, p_nact, p_bar, n_steps, T, B, H, D, s_begin, s_end,
     RELU: tl.constexpr, ZONEOUT: tl.constexpr,
     BB: tl.constexpr, HP: tl.constexpr, BBG: tl.constexpr, BH: tl.constexpr, BK: tl.constexpr,
-    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr,
+    DOT_FP32: tl.constexpr, PRECISION: tl.constexpr, PHASES: tl.constexpr,
 ):
     j, d, p_bar, n_programs = split_program(p_bar)
     d = d.to(tl.int64)
     sense = 0
-    for s_back in range(0, n_steps):
+    for s_back in range(s_begin, s_end):
         s = n_steps - 1 - s_back
         n_act = tl.load(p_nact + s)
-        for b_tile in range(j, tl.cdiv(n_act, BB), n_programs):
-            rnn_variant_bwd_rows(b_tile, d, p_rdh, B * H, p_dy, p_dhn, p_ws, p_starts, p_keep,
-                                 p_dhc, p_dh0, p_dg, p_dgs, p_len, s, n_act, T, B, H, D, RELU,
-                                 ZONEOUT, BB, HP)
+        if PHASES & 2:
+            for b_tile in range(j, tl.cdiv(n_act, BB), n_programs):
+                rnn_variant_bwd_rows(
+                    b_tile, d, p_rdh, s_rdh, p_dy, p_dhn, p_ws, p_starts, p_keep, p_dhc, p_dh0,
+                    p_dg, p_dgs, p_len, s, n_act, T, B, H, D, RELU, ZONEOUT, BB, HP)
         if s > 0:
-            sense = grid_barrier(p_bar, n_programs, sense)
-            recurrent_product_back(p_dgs, p_whh, p_rdh, d, j, n_act, B, H, 1, BBG, BH, BK,
-                                   DOT_FP32, PRECISION)
-            sense = grid_barrier(p_bar, n_programs, sense)
+            if PHASES == 3:
+                sense = grid_barrier(p_bar, n_programs, sense)
+            if PHASES & 1:
+                recurrent_product_back(p_dgs, p_whh, p_rdh, d, j, n_act, B, H, 1, BBG, BH, BK,
+                                       DOT_FP32, PRECISION)
+            if PHASES == 3:
+                sense = grid_barrier(p_bar, n_programs, sense)
 
 
 # ---------------------------------------------------------------------------------- launchers
-
-def _blocks(H):
-    BB, HP = row_blocks(H)
-    return dict(BB=BB, HP=HP, BBG=BBG, BH=slice_width(H), BK=BK)
-
 
 def _forward(relu, xproj, w_hh, b_hh, ln, h0, c0, starts, keep, lens, n_active, y, ws):
     """See ``layout``; ``b_hh`` (in xproj), ``ln`` and ``c0`` are unused."""
@@ -95,13 +100,11 @@ def _forward(relu, xproj, w_hh, b_hh, ln, h0, c0, starts, keep, lens, n_active, 
         return
     hs = h0.float().clone()
     rec = torch.zeros((D, B, H), dtype=torch.float32, device=xproj.device)
-    dot_fp32, precision = dot_mode(w_hh.dtype)
-    launch(rnn_variant_persistent_split_fwd_kernel, programs_per_direction(H), D,
+    launch(rnn_variant_persistent_split_fwd_kernel, w_hh, n_steps,
            (xproj, w_hh.contiguous(), hs, h0, starts.to(torch.uint8).contiguous(),
-            keep if keep is not None else xproj, rec, y, ws, lens, active_rows(lens, T),
+            keep if keep is not None else xproj, rec, rec.stride(0), y, ws, lens, active_rows(lens, T),
             barrier_state(D, xproj.device), n_steps, T, B, H, D),
-           dict(RELU=relu, ZONEOUT=keep is not None, DOT_FP32=dot_fp32, PRECISION=precision,
-                **_blocks(H)))
+           dict(RELU=relu, ZONEOUT=keep is not None), backward=False)
 
 
 def _backward(relu, dy, dh_n, dc_n, w_hh, b_hh, ln, ws, y, h0, c0, starts, keep, lens, n_active,
@@ -116,13 +119,11 @@ def _backward(relu, dy, dh_n, dc_n, w_hh, b_hh, ln, ws, y, h0, c0, starts, keep,
     dg_step, dh_rec, dh_carry, dh0 = zeros(D, B, H), zeros(D, B, H), zeros(D, B, H), zeros(D, B, H)
     n_steps = steps_with_rows(n_active)
     if n_steps:
-        dot_fp32, precision = dot_mode(w_hh.dtype, backward=True)
-        launch(rnn_variant_persistent_split_bwd_kernel, programs_per_direction(H), D,
+        launch(rnn_variant_persistent_split_bwd_kernel, w_hh, n_steps,
                (dy, dh_n, w_hh.contiguous(), ws, starts.to(torch.uint8).contiguous(),
-                keep if keep is not None else dg_step, dh_rec, dh_carry, dh0, dg, dg_step, lens,
+                keep if keep is not None else dg_step, dh_rec, dh_rec.stride(0), dh_carry, dh0, dg, dg_step, lens,
                 active_rows(lens, T), barrier_state(D, dy.device), n_steps, T, B, H, D),
-               dict(RELU=relu, ZONEOUT=keep is not None, DOT_FP32=dot_fp32, PRECISION=precision,
-                    **_blocks(H)))
+               dict(RELU=relu, ZONEOUT=keep is not None), backward=True)
     return {"dg_in": dg, "dg_hid": dg, "dh0_direct": dh0, "dc0": None, "dgain_hh": None,
             "db_hh": None, "dgain_c": None, "dbias_c": None}
 

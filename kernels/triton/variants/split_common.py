@@ -23,9 +23,13 @@ step is split where the work changes shape:
 
 Backward mirrors it: the row body (``..._bwd_rows``, LN backward included) by rows, a barrier,
 ``dh_rec[d, b, slice j] = dg_hid[d, b, :] · W_hh[d, :, slice j]`` by hidden slice
-(``recurrent_product_back``), a barrier. So the arithmetic is exactly ``triton-step``'s but for
-the recurrent product's summation order, two barriers per step instead of the classic split
-form's one, and no extra pass for the LN statistics. The row phase runs
+(``recurrent_product_back``), a barrier. So everything after the recurrent product is
+``triton-step``'s own code, there are two barriers per step instead of the classic split
+form's one, and no extra pass for the LN statistics. The recurrent products are Triton dots
+with the classic kernels' dot mode (``launch_common.dot_mode``), not ``triton-step``'s fp32
+``torch.bmm``: fp16/bf16 round the carried state (backward: dg_hid) to the model's dtype for
+the tensor cores, as the classic kernels and cuDNN do, and fp32 uses TF32 under
+``cudnn.allow_tf32`` (``bmm`` follows ``matmul.allow_tf32`` instead). The row phase runs
 ``cdiv(n_active, BB)`` tiles over NJ programs: at H = 768 (BB = 2) and B = 16, 8 of 24 work.
 
 The state and gradient buffers the phases hand each other (``rec [D, B, N]``, the carried
@@ -38,6 +42,8 @@ co-resident.
 import triton
 import triton.language as tl
 
+from .. import split_common
+from ..launch_common import BB as BBG, BK, dot_mode, interpreting
 from ..step_common import rows_dot
 from .step_common import block_rows
 
@@ -87,3 +93,37 @@ def row_blocks(H):
     """``(BB, HP)`` of the row phase: the step family's rule (``step_common.block_rows``)."""
     HP = triton.next_power_of_2(H)
     return block_rows(HP), HP
+
+
+# Under the Triton interpreter programs run one after another, so a grid barrier works with one
+# program per direction only (``kernels/triton/split_common``) and the multi-program index math
+# (slices j > 0, a partial last slice, row tiles strided over NJ programs) would never run on
+# a CPU. With a width set here (tests set 16), the interpreter instead runs NJ = cdiv(H, width)
+# programs per direction and one launch per phase of each step: a launch boundary orders the
+# phases as the barrier does on a GPU. None: the GPU's form, one launch, one program per
+# direction under the interpreter.
+INTERPRETER_SLICE_WIDTH = None
+
+PRODUCT, ROWS, BOTH = 1, 2, 3      # PHASES: which phases a launch runs (BOTH: with barriers)
+
+
+def launch(kernel, w_hh, n_steps, args, switches, backward):
+    """Launch a split variant kernel over the ``n_steps`` steps: grid ``(NJ, D)`` from ``w_hh
+    [D, G*H, H]``, the block sizes above, the classic kernels' dot mode for ``w_hh``'s dtype, and
+    the co-resident, cooperative launch of ``kernels/triton/split_common`` (both phases, with
+    barriers, in one launch); under the interpreter with ``INTERPRETER_SLICE_WIDTH``, one launch
+    per phase and step instead."""
+    D, _, H = w_hh.shape
+    BB, HP = row_blocks(H)
+    dot_fp32, precision = dot_mode(w_hh.dtype, backward=backward)
+    constexprs = dict(switches, BB=BB, HP=HP, BBG=BBG, BK=BK, DOT_FP32=dot_fp32,
+                      PRECISION=precision)
+    if interpreting() and INTERPRETER_SLICE_WIDTH:
+        width = INTERPRETER_SLICE_WIDTH
+        grid = (triton.cdiv(H, width), D)
+        for s in range(n_steps):
+            for phase in ((ROWS, PRODUCT) if backward else (PRODUCT, ROWS)):
+                kernel[grid](*args, s, s + 1, **constexprs, BH=width, PHASES=phase)
+        return
+    split_common.launch(kernel, split_common.programs_per_direction(H), D, (*args, 0, n_steps),
+                        dict(constexprs, BH=split_common.slice_width(H), PHASES=BOTH))
