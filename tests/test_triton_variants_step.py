@@ -8,6 +8,7 @@ before any kernel module is imported): tiny, odd sizes only.
 
 import pytest
 import torch
+import triton
 
 from conftest import TOLERANCES, assert_rel_close
 from fusedrnn.layer_config import LayerConfig
@@ -128,7 +129,7 @@ def test_several_programs_per_direction(monkeypatch):
     """One row per program, so the row kernels' grid has several programs per direction."""
     from fusedrnn.kernels.triton.variants import lstm_step
 
-    monkeypatch.setattr(lstm_step, "block_rows", lambda HP: 1)
+    monkeypatch.setattr(lstm_step, "row_blocks", lambda H: (1, triton.next_power_of_2(H)))
     check(_cfg(True, bidirectional=True, resets=True, zoneout=True), T=3, B=3, In=2, H=5,
           lengths=[3, 2, 2], resets=[[0, 0, 0], [0, 1, 0], [1, 0, 0]], keep="fraction", seed=8)
 

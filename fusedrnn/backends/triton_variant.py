@@ -15,9 +15,10 @@ H hidden units, G gates (LSTM 4, GRU 3, RNN 1).
                       dh0   = dh0_direct + (Σ_t starts ⊙ dg_hid) W_hh
 
 Kernel modules: :func:`variant_kernels` finds ``kernels/triton/variants/<cell>_<family>.py``
-(cell ``lstm``, ``gru``, ``rnn``; family ``step``, ``persistent``, ``persistent_split``); the RNN module serves RNN_TANH and RNN_RELU through its
-``TANH`` / ``RELU`` attributes (objects with the module's ``forward`` / ``backward``
-launchers, the activation switched by each), as the classic ``rnn_step`` does.
+(cell ``lstm``, ``gru``, ``rnn``; family ``step``, ``persistent``, ``persistent_split``); the
+RNN module serves RNN_TANH and RNN_RELU through its ``TANH`` / ``RELU`` attributes (objects
+with the module's ``forward`` / ``backward`` launchers, the activation switched by each), as
+the classic ``rnn_step`` does.
 """
 
 import torch

@@ -84,6 +84,7 @@ def correctness_matrix(dry_run):
     (H=256) is past the batch-tiled persistent form's register limit, so ``triton-persistent``
     runs the whole matrix a second time at H=32, which fits every dtype's batch-tiled form."""
     items = []
+    matrix_h = shapes(dry_run)["H"]
     sizes = [(shapes(dry_run), FUSED)]
     if not dry_run:
         sizes.append((dict(T=64, B=16, In=32, H=32), ("triton-persistent",)))
@@ -104,7 +105,7 @@ def correctness_matrix(dry_run):
                             # width (its batch-tiled form); the classic cells not at that one.
                             tiled_variant_width = shape["H"] == VARIANT_TILED_H and not dry_run
                             if variant and (backend not in TRITON or
-                                            shape["H"] not in (sizes[0][0]["H"], VARIANT_TILED_H)):
+                                            shape["H"] not in (matrix_h, VARIANT_TILED_H)):
                                 continue
                             if not variant and tiled_variant_width:
                                 continue

@@ -20,8 +20,7 @@ import triton.language as tl
 import triton
 
 from . import layout
-from ..split_common import active_rows, barrier_state, grid_barrier, split_program, \
-    steps_with_rows
+from ..split_common import grid_barrier, split_program
 from .gru_step import GATES, gru_variant_bwd_rows, gru_variant_fwd_rows  # noqa: F401
 from .split_common import launch, recurrent_product, recurrent_product_back
 
@@ -99,16 +98,13 @@ def forward(xproj, w_hh, b_hh, ln, h0, c0, starts, keep, lens, n_active, y, ws):
     D, N, H = w_hh.shape
     W = layout.columns("GRU", ln is not None, H)["W"]
     assert ws.shape[-1] == W, (ws.shape, W)
-    n_steps = steps_with_rows(n_active)
-    if not n_steps:
-        return
     hs = h0.float().clone()                                                      # carried state
     rec = torch.zeros((D, B, N), dtype=torch.float32, device=xproj.device)
-    launch(gru_variant_persistent_split_fwd_kernel, w_hh, n_steps,
+    launch(gru_variant_persistent_split_fwd_kernel, w_hh, lens, n_active,
            (xproj, w_hh.contiguous(), b_hh if b_hh is not None else xproj,
             ln["ln_hh"] if ln is not None else xproj, hs, h0, starts.to(torch.uint8).contiguous(),
-            keep if keep is not None else xproj, rec, rec.stride(0), y, ws, lens, active_rows(lens, T),
-            barrier_state(D, xproj.device), n_steps, T, B, H, D, W),
+            keep if keep is not None else xproj, rec, rec.stride(0), y, ws, lens, T, B, H, D,
+            W),
            dict(HAS_BIAS=b_hh is not None, LAYER_NORM=ln is not None, ZONEOUT=keep is not None,
                 EPS=layout.LN_EPS), backward=False)
 
@@ -126,15 +122,12 @@ def backward(dy, dh_n, dc_n, w_hh, b_hh, ln, ws, y, h0, c0, starts, keep, lens, 
     dg_step, db_hh, dh_rec = zeros(D, B, N), zeros(D, B, N), zeros(D, B, H)
     dgain = zeros(D, B, N) if ln is not None else dg_step
     dh_carry, dh0 = zeros(D, B, H), zeros(D, B, H)
-    n_steps = steps_with_rows(n_active)
-    if n_steps:
-        launch(gru_variant_persistent_split_bwd_kernel, w_hh, n_steps,
-               (dy, dh_n, w_hh.contiguous(), ws, y, h0,
-                ln["ln_hh"] if ln is not None else dg_step, starts.to(torch.uint8).contiguous(),
-                keep if keep is not None else dg_step, dh_rec, dh_rec.stride(0), dh_carry, dh0, dg_in, dg_hid,
-                dg_step, db_hh, dgain, lens, active_rows(lens, T), barrier_state(D, dy.device),
-                n_steps, T, B, H, D, W),
-               dict(LAYER_NORM=ln is not None, ZONEOUT=keep is not None), backward=True)
+    launch(gru_variant_persistent_split_bwd_kernel, w_hh, lens, n_active,
+           (dy, dh_n, w_hh.contiguous(), ws, y, h0,
+            ln["ln_hh"] if ln is not None else dg_step, starts.to(torch.uint8).contiguous(),
+            keep if keep is not None else dg_step, dh_rec, dh_rec.stride(0), dh_carry, dh0,
+            dg_in, dg_hid, dg_step, db_hh, dgain, lens, T, B, H, D, W),
+           dict(LAYER_NORM=ln is not None, ZONEOUT=keep is not None), backward=True)
     return {"dg_in": dg_in, "dg_hid": dg_hid, "dh0_direct": dh0, "dc0": None,
             "dgain_hh": dgain if ln is not None else None, "db_hh": db_hh,
             "dgain_c": None, "dbias_c": None}

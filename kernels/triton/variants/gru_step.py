@@ -26,8 +26,8 @@ import triton
 import triton.language as tl
 
 from . import layout
-from .step_common import (accumulate, block_rows, hand_on, incoming_dh, ln_grad, ln_rstd,
-                          next_step_starts, row_sum, row_tile, sigmoid, tanh)
+from .step_common import (accumulate, hand_on, incoming_dh, ln_grad, ln_rstd,
+                          next_step_starts, row_blocks, row_sum, row_tile, sigmoid, tanh)
 
 GATES = 3
 
@@ -208,8 +208,7 @@ def forward(xproj, w_hh, b_hh, ln, h0, c0, starts, keep, lens, n_active, y, ws):
     D, N, H = w_hh.shape
     W = layout.columns("GRU", ln is not None, H)["W"]
     assert ws.shape[-1] == W, (ws.shape, W)
-    HP = triton.next_power_of_2(H)
-    BB = block_rows(HP)
+    BB, HP = row_blocks(H)
     w_t = w_hh.float().transpose(1, 2)                                           # [D, H, 3H]
     hs = h0.float().clone()
     st8 = starts.to(torch.uint8).contiguous()
@@ -232,8 +231,7 @@ def backward(dy, dh_n, dc_n, w_hh, b_hh, ln, ws, y, h0, c0, starts, keep, lens, 
     T, B = dy.shape[:2]
     D, N, H = w_hh.shape
     W = layout.columns("GRU", ln is not None, H)["W"]
-    HP = triton.next_power_of_2(H)
-    BB = block_rows(HP)
+    BB, HP = row_blocks(H)
 
     def zeros(*shape):
         return torch.zeros(shape, dtype=torch.float32, device=dy.device)

@@ -22,8 +22,7 @@ import triton.language as tl
 import triton
 
 from . import layout
-from ..split_common import active_rows, barrier_state, grid_barrier, split_program, \
-    steps_with_rows
+from ..split_common import grid_barrier, split_program
 from .lstm_step import GATES, lstm_variant_bwd_rows, lstm_variant_fwd_rows
 from .split_common import launch, recurrent_product, recurrent_product_back
 
@@ -104,15 +103,12 @@ def forward(xproj, w_hh, b_hh, ln, h0, c0, starts, keep, lens, n_active, y, ws):
     D, N, H = w_hh.shape
     W = layout.columns("LSTM", ln is not None, H)["W"]
     assert ws.shape[-1] == W, (ws.shape, W)
-    n_steps = steps_with_rows(n_active)
-    if not n_steps:
-        return
     hs, cs = h0.float().clone(), c0.float().clone()                              # carried state
     rec = torch.zeros((D, B, N), dtype=torch.float32, device=xproj.device)
-    launch(lstm_variant_persistent_split_fwd_kernel, w_hh, n_steps,
+    launch(lstm_variant_persistent_split_fwd_kernel, w_hh, lens, n_active,
            (xproj, w_hh.contiguous(), *layout.lstm_ln_operands(ln, xproj), hs, cs, h0, c0,
-            starts.to(torch.uint8).contiguous(), keep if keep is not None else xproj, rec, rec.stride(0), y, ws,
-            lens, active_rows(lens, T), barrier_state(D, xproj.device), n_steps, T, B, H, D, W),
+            starts.to(torch.uint8).contiguous(), keep if keep is not None else xproj,
+            rec, rec.stride(0), y, ws, lens, T, B, H, D, W),
            dict(LAYER_NORM=ln is not None, ZONEOUT=keep is not None, EPS=layout.LN_EPS),
            backward=False)
 
@@ -135,14 +131,12 @@ def backward(dy, dh_n, dc_n, w_hh, b_hh, ln, ws, y, h0, c0, starts, keep, lens, 
         else (dg_step, dg_step, dg_step)
     if dc_n is None:
         dc_n = zeros(D, B, H)
-    n_steps = steps_with_rows(n_active)
-    if n_steps:
-        launch(lstm_variant_persistent_split_bwd_kernel, w_hh, n_steps,
-               (dy, dh_n, dc_n, w_hh.contiguous(), ws, *layout.lstm_ln_operands(ln, dg_step),
-                c0, starts.to(torch.uint8).contiguous(), keep if keep is not None else dg_step,
-                dh_rec, dh_rec.stride(0), dh_carry, dc_carry, dh0, dc0, dg_in, dg_hid, dg_step, dgain, dgc, dbc,
-                lens, active_rows(lens, T), barrier_state(D, dy.device), n_steps, T, B, H, D, W),
-               dict(LAYER_NORM=has_ln, ZONEOUT=keep is not None), backward=True)
+    launch(lstm_variant_persistent_split_bwd_kernel, w_hh, lens, n_active,
+           (dy, dh_n, dc_n, w_hh.contiguous(), ws, *layout.lstm_ln_operands(ln, dg_step),
+            c0, starts.to(torch.uint8).contiguous(), keep if keep is not None else dg_step,
+            dh_rec, dh_rec.stride(0), dh_carry, dc_carry, dh0, dc0, dg_in, dg_hid, dg_step,
+            dgain, dgc, dbc, lens, T, B, H, D, W),
+           dict(LAYER_NORM=has_ln, ZONEOUT=keep is not None), backward=True)
     return {"dg_in": dg_in, "dg_hid": dg_hid, "dh0_direct": dh0, "dc0": dc0,
             "dgain_hh": dgain if has_ln else None, "db_hh": None,
             "dgain_c": dgc if has_ln else None, "dbias_c": dbc if has_ln else None}

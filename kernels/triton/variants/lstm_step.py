@@ -37,8 +37,8 @@ import triton
 import triton.language as tl
 
 from . import layout
-from .step_common import (accumulate, block_rows, hand_on, incoming_dh, ln_grad, ln_rstd,
-                          next_step_starts, row_sum, row_tile, sigmoid, tanh)
+from .step_common import (accumulate, hand_on, incoming_dh, ln_grad, ln_rstd,
+                          next_step_starts, row_blocks, row_sum, row_tile, sigmoid, tanh)
 
 GATES = 4
 
@@ -276,18 +276,13 @@ def lstm_variant_bwd_kernel(
         LAYER_NORM, ZONEOUT, BB, HP)
 
 
-def _blocks(H):
-    HP = triton.next_power_of_2(H)
-    return block_rows(HP), HP
-
-
 def forward(xproj, w_hh, b_hh, ln, h0, c0, starts, keep, lens, n_active, y, ws):
     """See ``layout``. ``b_hh`` is unused (the LSTM's is in xproj)."""
     T, B = xproj.shape[:2]
     D, N, H = w_hh.shape
     W = layout.columns("LSTM", ln is not None, H)["W"]
     assert ws.shape[-1] == W, (ws.shape, W)
-    BB, HP = _blocks(H)
+    BB, HP = row_blocks(H)
     w_t = w_hh.float().transpose(1, 2)                                           # [D, H, 4H]
     hs = h0.float().clone()                                                      # carried h
     cs = c0.float().clone()                                                      # carried c
@@ -310,7 +305,7 @@ def backward(dy, dh_n, dc_n, w_hh, b_hh, ln, ws, y, h0, c0, starts, keep, lens, 
     T, B = dy.shape[:2]
     D, N, H = w_hh.shape
     W = layout.columns("LSTM", ln is not None, H)["W"]
-    BB, HP = _blocks(H)
+    BB, HP = row_blocks(H)
 
     def zeros(*shape):
         return torch.zeros(shape, dtype=torch.float32, device=dy.device)

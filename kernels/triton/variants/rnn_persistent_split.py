@@ -21,8 +21,7 @@ import triton.language as tl
 import triton
 
 from . import layout
-from ..split_common import active_rows, barrier_state, grid_barrier, split_program, \
-    steps_with_rows
+from ..split_common import grid_barrier, split_program
 from .rnn_step import GATES, rnn_variant_bwd_rows, rnn_variant_fwd_rows
 from .split_common import launch, recurrent_product, recurrent_product_back
 
@@ -95,15 +94,11 @@ def _forward(relu, xproj, w_hh, b_hh, ln, h0, c0, starts, keep, lens, n_active, 
     T, B = xproj.shape[:2]
     D, H, _ = w_hh.shape
     assert ws.shape[-1] == layout.columns("RNN_TANH", False, H)["W"]
-    n_steps = steps_with_rows(n_active)
-    if not n_steps:
-        return
     hs = h0.float().clone()
     rec = torch.zeros((D, B, H), dtype=torch.float32, device=xproj.device)
-    launch(rnn_variant_persistent_split_fwd_kernel, w_hh, n_steps,
+    launch(rnn_variant_persistent_split_fwd_kernel, w_hh, lens, n_active,
            (xproj, w_hh.contiguous(), hs, h0, starts.to(torch.uint8).contiguous(),
-            keep if keep is not None else xproj, rec, rec.stride(0), y, ws, lens, active_rows(lens, T),
-            barrier_state(D, xproj.device), n_steps, T, B, H, D),
+            keep if keep is not None else xproj, rec, rec.stride(0), y, ws, lens, T, B, H, D),
            dict(RELU=relu, ZONEOUT=keep is not None), backward=False)
 
 
@@ -117,13 +112,11 @@ def _backward(relu, dy, dh_n, dc_n, w_hh, b_hh, ln, ws, y, h0, c0, starts, keep,
 
     dg = alloc((D, T, B, H))
     dg_step, dh_rec, dh_carry, dh0 = zeros(D, B, H), zeros(D, B, H), zeros(D, B, H), zeros(D, B, H)
-    n_steps = steps_with_rows(n_active)
-    if n_steps:
-        launch(rnn_variant_persistent_split_bwd_kernel, w_hh, n_steps,
-               (dy, dh_n, w_hh.contiguous(), ws, starts.to(torch.uint8).contiguous(),
-                keep if keep is not None else dg_step, dh_rec, dh_rec.stride(0), dh_carry, dh0, dg, dg_step, lens,
-                active_rows(lens, T), barrier_state(D, dy.device), n_steps, T, B, H, D),
-               dict(RELU=relu, ZONEOUT=keep is not None), backward=True)
+    launch(rnn_variant_persistent_split_bwd_kernel, w_hh, lens, n_active,
+           (dy, dh_n, w_hh.contiguous(), ws, starts.to(torch.uint8).contiguous(),
+            keep if keep is not None else dg_step, dh_rec, dh_rec.stride(0), dh_carry, dh0, dg,
+            dg_step, lens, T, B, H, D),
+           dict(RELU=relu, ZONEOUT=keep is not None), backward=True)
     return {"dg_in": dg, "dg_hid": dg, "dh0_direct": dh0, "dc0": None, "dgain_hh": None,
             "db_hh": None, "dgain_c": None, "dbias_c": None}
 

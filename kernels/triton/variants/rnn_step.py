@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from . import layout
-from .step_common import block_rows, hand_on, incoming_dh, next_step_starts, row_tile, tanh
+from .step_common import hand_on, incoming_dh, next_step_starts, row_blocks, row_tile, tanh
 
 GATES = 1
 
@@ -119,8 +119,7 @@ def _forward(relu, xproj, w_hh, b_hh, ln, h0, c0, starts, keep, lens, n_active, 
     T, B = xproj.shape[:2]
     D, H, _ = w_hh.shape
     assert ws.shape[-1] == layout.columns("RNN_TANH", False, H)["W"]
-    HP = triton.next_power_of_2(H)
-    BB = block_rows(HP)
+    BB, HP = row_blocks(H)
     w_t = w_hh.float().transpose(1, 2)
     hs = h0.float().clone()
     st8 = starts.to(torch.uint8).contiguous()
@@ -139,8 +138,7 @@ def _backward(relu, dy, dh_n, dc_n, w_hh, b_hh, ln, ws, y, h0, c0, starts, keep,
               alloc):
     T, B = dy.shape[:2]
     D, H, _ = w_hh.shape
-    HP = triton.next_power_of_2(H)
-    BB = block_rows(HP)
+    BB, HP = row_blocks(H)
 
     def zeros(*shape):
         return torch.zeros(shape, dtype=torch.float32, device=dy.device)

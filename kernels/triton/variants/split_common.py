@@ -45,7 +45,7 @@ import triton.language as tl
 from .. import split_common
 from ..launch_common import BB as BBG, BK, dot_mode, interpreting
 from ..step_common import rows_dot
-from .step_common import block_rows
+from .step_common import row_blocks
 
 
 @triton.jit
@@ -89,12 +89,6 @@ def recurrent_product_back(p_dgs, p_whh, p_rdh, d, j, n_active, B, H, G: tl.cons
                  mask=m_b[:, None] & m_n[None, :])
 
 
-def row_blocks(H):
-    """``(BB, HP)`` of the row phase: the step family's rule (``step_common.block_rows``)."""
-    HP = triton.next_power_of_2(H)
-    return block_rows(HP), HP
-
-
 # Under the Triton interpreter programs run one after another, so a grid barrier works with one
 # program per direction only (``kernels/triton/split_common``) and the multi-program index math
 # (slices j > 0, a partial last slice, row tiles strided over NJ programs) would never run on
@@ -107,13 +101,23 @@ INTERPRETER_SLICE_WIDTH = None
 PRODUCT, ROWS, BOTH = 1, 2, 3      # PHASES: which phases a launch runs (BOTH: with barriers)
 
 
-def launch(kernel, w_hh, n_steps, args, switches, backward):
-    """Launch a split variant kernel over the ``n_steps`` steps: grid ``(NJ, D)`` from ``w_hh
-    [D, G*H, H]``, the block sizes above, the classic kernels' dot mode for ``w_hh``'s dtype, and
-    the co-resident, cooperative launch of ``kernels/triton/split_common`` (both phases, with
-    barriers, in one launch); under the interpreter with ``INTERPRETER_SLICE_WIDTH``, one launch
-    per phase and step instead."""
+def launch(kernel, w_hh, lens, n_active, args, switches, backward):
+    """Launch a split variant kernel over every step that has rows: grid ``(NJ, D)`` from
+    ``w_hh [D, G*H, H]``, the step family's row tiles, the classic kernels' dot mode for
+    ``w_hh``'s dtype, and the co-resident, cooperative launch of ``kernels/triton/split_common``
+    (both phases, with barriers, in one launch); under the interpreter with
+    ``INTERPRETER_SLICE_WIDTH``, one launch per phase and step instead.
+
+    ``args`` are the kernel's arguments but those every split variant kernel has, which the
+    launch adds: ``p_nact`` (rows per step, from ``lens`` on the device), ``p_bar`` and
+    ``n_steps`` where the kernel has them, then ``s_begin``, ``s_end`` (its last two)."""
+    n_steps = split_common.steps_with_rows(n_active)
+    if not n_steps:
+        return
     D, _, H = w_hh.shape
+    at = kernel.arg_names.index("p_nact")
+    args = (*args[:at], split_common.active_rows(lens, len(n_active)),
+            split_common.barrier_state(D, w_hh.device), n_steps, *args[at:])
     BB, HP = row_blocks(H)
     dot_fp32, precision = dot_mode(w_hh.dtype, backward=backward)
     constexprs = dict(switches, BB=BB, HP=HP, BBG=BBG, BK=BK, DOT_FP32=dot_fp32,

@@ -100,6 +100,13 @@ def incoming_dh(p_dy, p_dhn, p_dhc, p_rdh, s_rdh, d, t, B, D, H, o_b, o_j, o_st,
                                            other=0.0).to(tl.float32), b_fut)
 
 
+def row_blocks(H):
+    """``(BB, HP)`` of a row program for hidden size ``H``: rows per program and H padded to a
+    power of two (``tl.arange``)."""
+    HP = triton.next_power_of_2(H)
+    return block_rows(HP), HP
+
+
 def block_rows(HP):
     """Rows per program: 16 (the classic family's batch tile) while a [BB, HP] block stays
     within 2048 elements (about a dozen such blocks are live at once), fewer for wide H."""
